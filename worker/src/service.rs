@@ -1,0 +1,1 @@
+//! The worker's gRPC service (Describe, Run, health) around an [`crate::Engine`].
