@@ -30,6 +30,9 @@ struct WorkerAccount {
     running: HashMap<u64, usize>,
     /// Prompt tokens admitted since the worker's last step result.
     prefill_spent: usize,
+    /// Set after the worker rejected an admit for room; no admissions until
+    /// its next step result.
+    held: bool,
     /// Static mode: set while a new batch is being filled in one
     /// `schedule` pass; the batch stays closed after that pass.
     filling: bool,
@@ -177,6 +180,7 @@ impl Batcher {
             capacity,
             running: HashMap::new(),
             prefill_spent: 0,
+            held: false,
             filling: false,
         });
     }
@@ -194,6 +198,14 @@ impl Batcher {
     pub fn step_done(&mut self, worker: usize) {
         if let Some(account) = &mut self.workers[worker] {
             account.prefill_spent = 0;
+            account.held = false;
+        }
+    }
+
+    /// Admits nothing more to `worker` until its next step result.
+    pub fn hold_until_step(&mut self, worker: usize) {
+        if let Some(account) = &mut self.workers[worker] {
+            account.held = true;
         }
     }
 
@@ -261,7 +273,7 @@ impl Batcher {
             BatchingMode::Sequential => running == 0,
             BatchingMode::Continuous => true,
         };
-        if !mode_allows || running >= account.capacity.max_sequences {
+        if !mode_allows || account.held || running >= account.capacity.max_sequences {
             return false;
         }
         // The budget limits how much prefill lands in one step; a prompt

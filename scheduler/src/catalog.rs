@@ -1,0 +1,163 @@
+//! The models that connected workers serve, as their `Describe` reported.
+//! The event loop updates it when workers come and go; `Generate` and
+//! `ListModels` read it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use tokenizers::Tokenizer;
+use wick_proto::v1 as pb;
+
+use crate::error::RequestError;
+
+/// One model and what the scheduler needs to prepare its requests.
+#[derive(Debug, Clone)]
+pub struct ModelEntry {
+    pub id: Arc<str>,
+    pub family: String,
+    pub tokenizer: Arc<Tokenizer>,
+    pub eos_token_ids: Vec<u32>,
+    pub bos_token_id: Option<u32>,
+    /// Context window in tokens.
+    pub context_length: usize,
+    pub chat_template: Option<String>,
+    pub lora_adapters: Vec<String>,
+    /// KV-cache size of each connected worker that serves it, in tokens.
+    pub worker_kv_tokens: BTreeMap<usize, usize>,
+    /// Tokens per KV block on its workers (the smallest, when they differ).
+    pub block_size: usize,
+}
+
+impl ModelEntry {
+    /// The most tokens one sequence can hold on the largest worker.
+    pub fn max_kv_tokens(&self) -> usize {
+        self.worker_kv_tokens.values().copied().max().unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Catalog {
+    models: BTreeMap<Arc<str>, Arc<ModelEntry>>,
+    aliases: BTreeMap<String, String>,
+}
+
+impl Catalog {
+    pub fn new(aliases: BTreeMap<String, String>) -> Self {
+        Catalog {
+            models: BTreeMap::new(),
+            aliases,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.models.is_empty()
+    }
+
+    /// Records a connected worker and returns its model id.
+    pub fn add_worker(
+        &mut self,
+        worker: usize,
+        describe: &pb::DescribeResponse,
+        tokenizer: Arc<Tokenizer>,
+    ) -> Arc<str> {
+        let id: Arc<str> = Arc::from(describe.model_id.as_str());
+        let block_size = describe.kv_block_size.max(1) as usize;
+        let kv_tokens = describe.kv_blocks_total as usize * block_size;
+        let previous = self.models.get(&id);
+        let mut worker_kv_tokens = previous
+            .map(|m| m.worker_kv_tokens.clone())
+            .unwrap_or_default();
+        worker_kv_tokens.insert(worker, kv_tokens);
+        let block_size = previous.map_or(block_size, |m| m.block_size.min(block_size));
+        let chat_template = Some(describe.chat_template.clone()).filter(|t| !t.is_empty());
+        let entry = ModelEntry {
+            id: Arc::clone(&id),
+            family: describe.family.clone(),
+            tokenizer,
+            eos_token_ids: describe.eos_token_ids.clone(),
+            bos_token_id: describe.bos_token_id,
+            context_length: describe.context_length as usize,
+            chat_template,
+            lora_adapters: describe.lora_adapters.clone(),
+            worker_kv_tokens,
+            block_size,
+        };
+        self.models.insert(Arc::clone(&id), Arc::new(entry));
+        id
+    }
+
+    pub fn remove_worker(&mut self, worker: usize) {
+        let mut emptied = Vec::new();
+        for (id, entry) in self.models.iter_mut() {
+            if entry.worker_kv_tokens.contains_key(&worker) {
+                let mut kv = entry.worker_kv_tokens.clone();
+                kv.remove(&worker);
+                if kv.is_empty() {
+                    emptied.push(Arc::clone(id));
+                    continue;
+                }
+                let mut updated = ModelEntry::clone(entry);
+                updated.worker_kv_tokens = kv;
+                *entry = Arc::new(updated);
+            }
+        }
+        for id in emptied {
+            self.models.remove(&id);
+        }
+    }
+
+    /// Finds a model by id or alias; an empty name picks the first model.
+    ///
+    /// Errors with [`RequestError::NoWorker`] when no worker is connected
+    /// and [`RequestError::UnknownModel`] when none serves `name`.
+    pub fn resolve(&self, name: &str) -> Result<Arc<ModelEntry>, RequestError> {
+        if self.models.is_empty() {
+            return Err(RequestError::NoWorker);
+        }
+        if name.is_empty() {
+            let first = self
+                .models
+                .values()
+                .next()
+                .expect("checked non-empty above");
+            return Ok(Arc::clone(first));
+        }
+        let id = self.aliases.get(name).map_or(name, String::as_str);
+        self.models
+            .get(id)
+            .or_else(|| self.models.get(name))
+            .cloned()
+            .ok_or_else(|| RequestError::UnknownModel {
+                model: name.to_string(),
+            })
+    }
+
+    pub fn list(&self) -> pb::ListModelsResponse {
+        let models = self
+            .models
+            .values()
+            .map(|entry| pb::ModelInfo {
+                id: entry.id.to_string(),
+                aliases: self
+                    .aliases
+                    .iter()
+                    .filter(|(_, id)| id.as_str() == &*entry.id)
+                    .map(|(alias, _)| alias.clone())
+                    .collect(),
+                context_length: entry.context_length as u32,
+                workers: entry.worker_kv_tokens.len() as u32,
+                lora_adapters: entry.lora_adapters.clone(),
+                family: entry.family.clone(),
+            })
+            .collect();
+        pb::ListModelsResponse { models }
+    }
+
+    /// Connected worker indexes, for logs.
+    pub fn workers(&self) -> BTreeSet<usize> {
+        self.models
+            .values()
+            .flat_map(|m| m.worker_kv_tokens.keys().copied())
+            .collect()
+    }
+}
