@@ -123,7 +123,12 @@ each StatefulSet pod behind the headless Service, then extraWorkerUrls.
 {{- $worker := include "wick.workerName" . }}
 {{- $headless := include "wick.workerHeadlessName" . }}
 {{- $suffix := include "wick.svcSuffix" . }}
-{{- range $i := until (int .Values.worker.replicas) }}
+{{- $replicas := int .Values.worker.replicas }}
+{{- $slots := int .Values.scheduler.workerSlots }}
+{{- if and (gt $slots 0) (lt $slots $replicas) }}
+{{- fail (printf "scheduler.workerSlots (%d) is below worker.replicas (%d): raise it, or set 0 to follow worker.replicas" $slots $replicas) }}
+{{- end }}
+{{- range $i := until (max $slots $replicas | int) }}
 {{ printf "http://%s-%d.%s.%s.%s:%d" $worker $i $headless $.Release.Namespace $suffix (int $.Values.worker.grpcPort) }}
 {{- end }}
 {{- range .Values.scheduler.extraWorkerUrls }}
