@@ -89,6 +89,22 @@ for helm in helm4 helm3; do
   done
 done
 
+# helm template does not render NOTES.txt, so a copy of the chart renders
+# it as a comment-only template.
+notes_chart="$work/notes-chart"
+cp -r "$chart" "$notes_chart"
+cp "$chart/templates/NOTES.txt" "$notes_chart/notes.txt"
+echo '# {{ tpl (.Files.Get "notes.txt") . | replace "\n" "\n# " }}' \
+  >"$notes_chart/templates/notes-render.yaml"
+for case in "${cases[@]}"; do
+  IFS='|' read -r name _ values_file <<<"$case"
+  values_args=()
+  [[ -n "$values_file" ]] && values_args=(-f "$values_file")
+  echo "== NOTES.txt: $name"
+  "$work/bin/helm4" template "wick-$name" "$notes_chart" --namespace "$namespace" \
+    "${values_args[@]}" --show-only templates/notes-render.yaml >/dev/null
+done
+
 echo "== both helm versions render the same manifests"
 for case in "${cases[@]}"; do
   name="${case%%|*}"
