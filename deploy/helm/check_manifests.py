@@ -151,6 +151,17 @@ class Checker:
             target = hpa["spec"]["scaleTargetRef"]["name"]
             self.expect(target in deployments, f"HPA targets missing Deployment {target}")
         templates = [d["spec"]["template"]["metadata"]["labels"] for d in self.docs if d["kind"] in WORKLOAD_KINDS]
+        for policy in self.of_kind("NetworkPolicy"):
+            selector = policy["spec"]["podSelector"]["matchLabels"]
+            matched = [labels for labels in templates if selector.items() <= labels.items()]
+            self.expect(len(matched) == 1,
+                        f"NetworkPolicy {policy['metadata']['name']} matches {len(matched)} workloads")
+            for rule in policy["spec"]["ingress"]:
+                for peer in rule.get("from", []):
+                    peer_labels = peer.get("podSelector", {}).get("matchLabels")
+                    if peer_labels and "namespaceSelector" not in peer:
+                        clients = [labels for labels in templates if peer_labels.items() <= labels.items()]
+                        self.expect(clients, f"NetworkPolicy {policy['metadata']['name']} admits no workload")
         for pdb in self.of_kind("PodDisruptionBudget"):
             selector = pdb["spec"]["selector"]["matchLabels"]
             matched = [labels for labels in templates if selector.items() <= labels.items()]
