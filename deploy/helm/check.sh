@@ -94,7 +94,7 @@ done
 notes_chart="$work/notes-chart"
 cp -r "$chart" "$notes_chart"
 cp "$chart/templates/NOTES.txt" "$notes_chart/notes.txt"
-echo '# {{ tpl (.Files.Get "notes.txt") . | replace "\n" "\n# " }}' \
+printf '%s\n' '# {{ tpl (.Files.Get "notes.txt") . | replace "\n" "\n# " }}' \
   >"$notes_chart/templates/notes-render.yaml"
 for case in "${cases[@]}"; do
   IFS='|' read -r name _ values_file <<<"$case"
@@ -132,6 +132,15 @@ for rejection in "${rejections[@]}"; do
   fi
   echo "rejected --set $settings"
 done
+
+if "$work/bin/helm4" template wick "$chart" --kube-version 1.26.0 >/dev/null 2>&1; then
+  echo "FAIL: rendered for Kubernetes 1.26, below the chart's kubeVersion" >&2
+  exit 1
+fi
+echo "rejected Kubernetes 1.26"
+
+echo "== helm package"
+"$work/bin/helm4" package "$chart" --destination "$work/package"
 
 echo "== Dockerfiles"
 # DL3008 requires pinned apt package versions. Debian and Ubuntu drop old

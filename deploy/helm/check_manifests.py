@@ -28,7 +28,7 @@ def flag_values(args, flag):
     return [arg[len(prefix):] for arg in args if arg.startswith(prefix)]
 
 
-def component(resource):
+def component_of(resource):
     return resource["metadata"]["labels"].get("app.kubernetes.io/component")
 
 
@@ -42,11 +42,11 @@ class Checker:
         if not condition:
             self.failures.append(message)
 
-    def of_kind(self, kind):
+    def find_all(self, kind):
         return [doc for doc in self.docs if doc["kind"] == kind]
 
-    def one(self, kind, component_name):
-        matches = [d for d in self.of_kind(kind) if component(d) == component_name]
+    def find_one(self, kind, component_name):
+        matches = [d for d in self.find_all(kind) if component_of(d) == component_name]
         self.expect(len(matches) == 1, f"expected one {kind} for {component_name}, found {len(matches)}")
         return matches[0] if matches else None
 
@@ -86,7 +86,7 @@ class Checker:
 
     def check_services(self):
         templates = [d["spec"]["template"] for d in self.docs if d["kind"] in WORKLOAD_KINDS]
-        for service in self.of_kind("Service"):
+        for service in self.find_all("Service"):
             name = service["metadata"]["name"]
             selector = service["spec"]["selector"]
             pods = [t for t in templates if selector.items() <= t["metadata"]["labels"].items()]
@@ -99,16 +99,16 @@ class Checker:
                             f"Service {name}: targetPort {port['targetPort']} is not a container port")
 
     def check_scheduler_wiring(self):
-        scheduler = self.one("Deployment", "scheduler")
-        workers = self.one("StatefulSet", "worker")
-        gateway = self.one("Deployment", "gateway")
-        scheduler_service = self.one("Service", "scheduler")
+        scheduler = self.find_one("Deployment", "scheduler")
+        workers = self.find_one("StatefulSet", "worker")
+        gateway = self.find_one("Deployment", "gateway")
+        scheduler_service = self.find_one("Service", "scheduler")
         if not (scheduler and workers and gateway and scheduler_service):
             return
         self.expect(scheduler["spec"]["replicas"] == 1, "scheduler must run exactly one replica")
         self.expect(scheduler["spec"]["strategy"]["type"] == "Recreate", "scheduler must use Recreate")
 
-        headless = [s for s in self.of_kind("Service") if s["metadata"]["name"] == workers["spec"]["serviceName"]]
+        headless = [s for s in self.find_all("Service") if s["metadata"]["name"] == workers["spec"]["serviceName"]]
         self.expect(len(headless) == 1, f"no Service named {workers['spec']['serviceName']} for the workers")
         if headless:
             self.expect(headless[0]["spec"].get("clusterIP") == "None", "worker Service is not headless")
@@ -129,7 +129,7 @@ class Checker:
                     f"gateway --scheduler {scheduler_urls} does not name the scheduler Service")
 
     def check_gpu(self, gpu):
-        workers = self.one("StatefulSet", "worker")
+        workers = self.find_one("StatefulSet", "worker")
         if not workers:
             return
         container = workers["spec"]["template"]["spec"]["containers"][0]
@@ -146,12 +146,12 @@ class Checker:
             self.expect(not container["image"].endswith("-cuda"), f"CPU values: worker image {container['image']} is the CUDA build")
 
     def check_targets(self):
-        deployments = {d["metadata"]["name"] for d in self.of_kind("Deployment")}
-        for hpa in self.of_kind("HorizontalPodAutoscaler"):
+        deployments = {d["metadata"]["name"] for d in self.find_all("Deployment")}
+        for hpa in self.find_all("HorizontalPodAutoscaler"):
             target = hpa["spec"]["scaleTargetRef"]["name"]
             self.expect(target in deployments, f"HPA targets missing Deployment {target}")
         templates = [d["spec"]["template"]["metadata"]["labels"] for d in self.docs if d["kind"] in WORKLOAD_KINDS]
-        for policy in self.of_kind("NetworkPolicy"):
+        for policy in self.find_all("NetworkPolicy"):
             selector = policy["spec"]["podSelector"]["matchLabels"]
             matched = [labels for labels in templates if selector.items() <= labels.items()]
             self.expect(len(matched) == 1,
@@ -162,7 +162,7 @@ class Checker:
                     if peer_labels and "namespaceSelector" not in peer:
                         clients = [labels for labels in templates if peer_labels.items() <= labels.items()]
                         self.expect(clients, f"NetworkPolicy {policy['metadata']['name']} admits no workload")
-        for pdb in self.of_kind("PodDisruptionBudget"):
+        for pdb in self.find_all("PodDisruptionBudget"):
             selector = pdb["spec"]["selector"]["matchLabels"]
             matched = [labels for labels in templates if selector.items() <= labels.items()]
             self.expect(len(matched) == 1, f"PDB {pdb['metadata']['name']} matches {len(matched)} workloads")
