@@ -117,6 +117,8 @@ rejections=(
   "worker.model.volumeType=nfs|volumeType \"nfs\" is invalid"
   "worker.model.volumeType=existingClaim|worker.model.existingClaim is empty"
   "worker.replicas=0|the scheduler has no worker"
+  "worker.device=cpu|does not use the GPU"
+  "worker.gpu.enabled=false|needs a GPU"
   "worker.replicas=3,scheduler.workerSlots=2|is below worker.replicas"
   "gateway.autoscaling.minReplicas=5,gateway.autoscaling.maxReplicas=2|must not exceed"
 )
