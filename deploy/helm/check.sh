@@ -114,9 +114,11 @@ done
 echo "== invalid values are rejected with a message"
 # Each case: --set arguments and a phrase the error must contain.
 rejections=(
-  "worker.model.volumeType=nfs|volumeType \"nfs\" is invalid"
+  "worker.model.volumeType=nfs|volumeType"
   "worker.model.volumeType=existingClaim|worker.model.existingClaim is empty"
   "worker.replicas=0|the scheduler has no worker"
+  "worker.dtype=fp16|must be one of"
+  "worker.replicass=2|replicass"
   "worker.device=cpu|does not use the GPU"
   "worker.gpu.enabled=false|needs a GPU"
   "worker.replicas=3,scheduler.workerSlots=2|is below worker.replicas"
@@ -134,6 +136,15 @@ for rejection in "${rejections[@]}"; do
   fi
   echo "rejected --set $settings"
 done
+
+# The template checks its own inputs too, for installs that skip the schema.
+output="$("$work/bin/helm4" template wick "$chart" --skip-schema-validation \
+  --set worker.model.volumeType=nfs 2>&1)" && status=0 || status=$?
+if [[ $status -eq 0 || "$output" != *"is invalid: use one of"* ]]; then
+  echo "FAIL: without the schema, volumeType=nfs gave: $output" >&2
+  exit 1
+fi
+echo "rejected volumeType=nfs without the schema"
 
 if "$work/bin/helm4" template wick "$chart" --kube-version 1.26.0 >/dev/null 2>&1; then
   echo "FAIL: rendered for Kubernetes 1.26, below the chart's kubeVersion" >&2
