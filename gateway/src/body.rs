@@ -10,9 +10,9 @@ use crate::error::ApiError;
 
 /// Reads `body` as one JSON value of at most `limit` bytes.
 ///
-/// A missing `Content-Type` is accepted as JSON, because `curl -d` users and
-/// some Workers AI clients omit it; any other type than `application/json`
-/// or a `+json` type is rejected.
+/// A missing `Content-Type` is accepted as JSON, because `curl -d` users
+/// often omit it. Any type other than `application/json` or a `+json` type
+/// is rejected.
 ///
 /// # Errors
 /// [`ApiError::UnsupportedMediaType`] for a non-JSON content type,

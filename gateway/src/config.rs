@@ -11,13 +11,13 @@ pub struct GatewayConfig {
     pub http_addr: SocketAddr,
     /// URL of the scheduler's gRPC endpoint. Default `http://127.0.0.1:50051`.
     pub scheduler_url: String,
-    /// Largest accepted request body, in bytes; a larger body gets 413.
-    /// Default 1 MiB, which holds the largest valid request (16 messages of
-    /// 6144 four-byte characters would need 393 KiB) with room to spare.
+    /// Maximum request body, in bytes. A larger body gets 413. Default 1 MiB,
+    /// which fits a maximal prompt (6144 four-byte characters, 24 KiB) and
+    /// conversations of dozens of long messages.
     pub max_body_bytes: usize,
-    /// Time allowed for one request from its arrival to its last byte; past
-    /// it the request ends with 408 (or an SSE error event once streaming).
-    /// The same deadline is sent to the scheduler as the gRPC timeout.
+    /// Time allowed for one request from its arrival to its last byte. Past
+    /// it, the request ends with 408, or with an SSE error event once
+    /// streaming. The scheduler gets the same deadline as the gRPC timeout.
     /// Default 300 s.
     pub request_timeout: Duration,
     /// Interval between SSE keep-alive comments while no token arrives, for
@@ -36,7 +36,7 @@ pub struct GatewayConfig {
     pub health_service: String,
     /// Timeout of one connection attempt to the scheduler. Default 2 s.
     pub connect_timeout: Duration,
-    /// `Retry-After` value sent with 429 and 503 answers when the
+    /// `Retry-After` value sent with 429 and 503 responses when the
     /// scheduler gives none, in seconds. Default 1.
     pub retry_after_secs: u32,
 }

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use wick_proto::v1::error::Code as EventErrorCode;
 
-/// Which API a route belongs to, which fixes the shape of its error bodies.
+/// The API a route belongs to, which fixes the shape of its error bodies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {
     /// `/ai/run/...`: the Workers AI envelope with numeric codes.
@@ -119,7 +119,7 @@ impl ApiError {
         }
     }
 
-    /// The HTTP status of this error.
+    /// Returns the HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
@@ -136,8 +136,8 @@ impl ApiError {
         }
     }
 
-    /// The HTTP status on a route of `flavor`. Workers AI answers an
-    /// unknown model with 400 where OpenAI answers 404.
+    /// Returns the HTTP status on a route of `flavor`. Workers AI returns
+    /// 400 for an unknown model where OpenAI returns 404.
     pub fn status_for(&self, flavor: Flavor) -> StatusCode {
         match (self, flavor) {
             (ApiError::ModelNotFound { .. }, Flavor::WorkersAi) => StatusCode::BAD_REQUEST,
@@ -145,7 +145,7 @@ impl ApiError {
         }
     }
 
-    /// The numeric code of the Workers AI envelope. Codes 5000 (internal
+    /// Returns the numeric code of the Workers AI envelope. Codes 5000 (internal
     /// error) and 10000 (authentication) are not in Workers AI's error
     /// table; 10000 is the Cloudflare API's code for a bad token.
     pub fn workers_ai_code(&self) -> u32 {
@@ -161,7 +161,7 @@ impl ApiError {
         }
     }
 
-    /// The `type` and `code` strings of the OpenAI error object.
+    /// Returns the `type` and `code` strings of the OpenAI error object.
     fn openai_type_and_code(&self) -> (&'static str, &'static str) {
         match self {
             ApiError::InvalidRequest { .. } => ("invalid_request_error", "invalid_value"),
@@ -180,8 +180,8 @@ impl ApiError {
         }
     }
 
-    /// The JSON error body on a route of `flavor`; SSE error events carry
-    /// the same object.
+    /// Builds the JSON error body on a route of `flavor`. SSE error events
+    /// carry the same object.
     pub fn body(&self, flavor: Flavor) -> Value {
         let message = self.to_string();
         match flavor {

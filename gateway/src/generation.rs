@@ -1,6 +1,6 @@
-//! One generation as the HTTP handlers see it: starting it on the
+//! One generation from the HTTP handlers' side: starting it on the
 //! scheduler, reading its events as [`Chunk`]s under the request deadline,
-//! and collecting them for a non-streaming answer.
+//! and collecting them for a non-streaming response.
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use wick_proto::v1::{Finished, GenerateEvent, GenerateRequest};
 use crate::error::ApiError;
 use crate::upstream::{find_model, Scheduler};
 
-/// What a handler gets from the scheduler, one piece at a time.
+/// A piece of a generation as a handler receives it.
 #[derive(Debug)]
 pub enum Chunk {
     /// New text, never empty.
@@ -28,7 +28,7 @@ pub enum Chunk {
 /// the request on the scheduler; that is how a client disconnect reaches
 /// the scheduler.
 pub struct Generation {
-    /// An event read ahead while the handler still could answer with an
+    /// An event read ahead while the handler still could respond with an
     /// HTTP error status.
     first: Option<GenerateEvent>,
     events: Streaming<GenerateEvent>,
@@ -41,7 +41,7 @@ pub struct Generation {
 #[derive(Clone, Copy, Debug)]
 pub struct CallLimits {
     pub deadline: Instant,
-    /// How long to wait for the first event before answering anyway, so an
+    /// How long to wait for the first event before responding anyway, so an
     /// early rejection still gets its HTTP status.
     pub early_error_window: Duration,
     pub retry_after_secs: u32,

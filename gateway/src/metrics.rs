@@ -26,8 +26,8 @@ pub struct Metrics {
     pub active_streams: IntGauge,
 }
 
-/// Buckets from 5 ms to about 5 minutes, for answers that range from an
-/// instant rejection to a long generation on a CPU.
+/// Returns buckets from 5 ms to about 5 minutes, for responses that range
+/// from an instant rejection to a long generation on a CPU.
 fn latency_buckets() -> Vec<f64> {
     prometheus::exponential_buckets(0.005, 2.5, 14).expect("constant bucket parameters are valid")
 }
@@ -107,7 +107,8 @@ pub async fn track(request: Request, next: Next) -> Response {
     response
 }
 
-/// The route pattern of a request, which keeps label values bounded.
+/// Returns the route pattern of a request, which keeps label values
+/// bounded.
 pub fn route_of(request: &Request) -> String {
     request
         .extensions()

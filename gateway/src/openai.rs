@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 use tokio::time::Instant;
+use tracing::Instrument;
 use wick_proto::v1::{FinishReason, Finished, ToolCall};
 
 use crate::body::read_json;
@@ -73,7 +74,8 @@ async fn handle(
             .await?;
         Ok((answer, shape))
     };
-    let outcome = outcome.await;
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let outcome = outcome.instrument(span).await;
     let labels = StreamLabels {
         request_id,
         route: route.as_str().to_string(),
@@ -101,8 +103,8 @@ pub async fn models(State(state): State<AppState>) -> Response {
     }
 }
 
-/// What every response object of one request shares, and the state of its
-/// chunk stream.
+/// The fields every response object of one request shares, and the state
+/// of its chunk stream.
 struct Shape {
     endpoint: Endpoint,
     id: String,
@@ -139,7 +141,7 @@ impl Shape {
         }
     }
 
-    /// One streaming chunk around `choices`.
+    /// Wraps `choices` in one streaming chunk.
     fn chunk(&self, choices: Value, model: &str) -> Value {
         let mut chunk = json!({
             "id": self.id,
@@ -228,7 +230,8 @@ impl StreamFormat for Shape {
     }
 }
 
-/// The scheduler's model id when it sent one, else the requested name.
+/// Returns the scheduler's model id when it sent one, else the requested
+/// name.
 fn model_name(requested: &str, finished: &Finished) -> String {
     if finished.model.is_empty() {
         requested.to_string()
@@ -245,8 +248,8 @@ fn finish_reason(finished: &Finished) -> &'static str {
     }
 }
 
-/// OpenAI tool calls, whose `arguments` is JSON text; streaming chunks also
-/// carry each call's `index`.
+/// Builds OpenAI tool calls, whose `arguments` is JSON text. Streaming chunks
+/// also carry each call's `index`.
 fn openai_tool_calls(response_id: &str, calls: &[ToolCall], streaming: bool) -> Value {
     let calls = calls.iter().enumerate().map(|(index, call)| {
         let mut value = json!({

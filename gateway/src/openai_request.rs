@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use crate::request::{self, Parsed};
 use crate::schema::{self, RequestSchema};
 
-/// A parsed OpenAI request and the options that only shape its answer.
+/// A parsed OpenAI request and the options that only shape its response.
 #[derive(Debug)]
 pub struct OpenAiParsed {
     pub parsed: Parsed,

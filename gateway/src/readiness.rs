@@ -1,6 +1,6 @@
-//! Liveness and readiness. Readiness is state: a background task asks the
-//! scheduler's `grpc.health.v1` service at a fixed interval, and
-//! `GET /readyz` answers from the last result.
+//! Liveness and readiness. Readiness is state: a background task calls the
+//! scheduler's `grpc.health.v1` Check at a fixed interval, and
+//! `GET /readyz` returns the last result.
 
 use std::sync::atomic::Ordering;
 

@@ -1,8 +1,8 @@
 //! Turning a schema-valid body into a `GenerateRequest`, with the rules the
 //! schema leaves open (documented in `gateway/README.md`):
 //!
-//! - `max_tokens` must be at least 1 and fit in 32 bits; whether it fits the
-//!   context beside the prompt is the scheduler's check (400 either way).
+//! - `max_tokens` must be at least 1 and fit in 32 bits. The scheduler
+//!   checks that it fits the context beside the prompt (400 either way).
 //! - `repetition_penalty` 0 means disabled and is sent as 1.
 //! - `messages: []` is rejected, and so is a body with both `prompt` and
 //!   `messages`, even when one of them fails its own branch of the schema.
@@ -18,7 +18,8 @@ use wick_proto::v1::{
 use crate::error::ApiError;
 use crate::schema::{self, RequestSchema};
 
-/// A request ready for the scheduler, and how the client wants the answer.
+/// A request ready for the scheduler, and whether the client wants the
+/// response streamed.
 #[derive(Debug)]
 pub struct Parsed {
     pub request: GenerateRequest,
@@ -175,7 +176,7 @@ pub fn chat_input(
     if messages.is_empty() {
         return Err(ApiError::invalid(
             "/messages",
-            "/messages must contain at least 1 message: there is nothing to answer",
+            "/messages must contain at least 1 message: there is nothing to reply to",
         ));
     }
     let tools = tools.and_then(Value::as_array).cloned().unwrap_or_default();

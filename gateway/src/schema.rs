@@ -146,7 +146,7 @@ fn describe(error: &ValidationError<'_>) -> (String, String) {
 ///
 /// A branch whose only failure is the value's own type, or a required
 /// property missing right at the value, is a branch the client did not
-/// mean; any other branch was meant and its first error is the useful one.
+/// mean. Any other branch was meant, so its first error is the useful one.
 fn describe_one_of(
     pointer: &str,
     place: &str,

@@ -19,16 +19,17 @@ use crate::error::ApiError;
 use crate::generation::{Chunk, Generation};
 use crate::metrics::METRICS;
 
-/// The response shapes of one API: the body of a complete answer and the
-/// event payloads of a streamed one.
+/// The response shapes of one API: the body of a complete response and
+/// the event payloads of a streamed one.
 pub trait StreamFormat: Send + 'static {
-    /// The body of a non-streaming answer.
+    /// Builds the body of a non-streaming response.
     fn complete(&self, text: &str, finished: &Finished) -> Value;
-    /// Payloads for a piece of new text.
+    /// Builds the payloads for a piece of new text.
     fn delta(&mut self, text: &str) -> Vec<Value>;
-    /// Payloads after the last text: finish reason, usage, tool calls.
+    /// Builds the payloads after the last text: finish reason, usage, tool
+    /// calls.
     fn finished(&mut self, finished: &Finished) -> Vec<Value>;
-    /// The payload reporting a failure after the stream started.
+    /// Builds the payload that reports a failure after the stream started.
     fn failed(&self, error: &ApiError) -> Value;
 }
 
@@ -50,7 +51,7 @@ pub fn respond<F: StreamFormat>(
     let events = events(generation, format, labels);
     let keep_alive = KeepAlive::new().interval(keep_alive).text("keep-alive");
     let mut response = Sse::new(events).keep_alive(keep_alive).into_response();
-    // nginx and similar proxies buffer responses unless told otherwise.
+    // nginx and similar proxies buffer responses unless this header is set.
     response
         .headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));

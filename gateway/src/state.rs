@@ -18,8 +18,8 @@ use crate::request::Parsed;
 use crate::sse::{self, StreamFormat, StreamLabels};
 use crate::upstream::Scheduler;
 
-/// Longest client-sent `x-request-id` that is kept; longer ones are
-/// replaced, so logs and traces stay readable.
+/// Maximum length of a client-sent `x-request-id` that is kept. Longer ones
+/// are replaced, so logs and traces stay readable.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Handler state; cheap to clone.
@@ -35,7 +35,7 @@ pub struct AppState {
     id_prefix: u64,
 }
 
-/// A generation's answer, in the form the client asked for.
+/// The result of a generation, in the form the client requested.
 pub enum Answer {
     Stream(Box<Generation>),
     Complete { text: String, finished: Finished },
@@ -77,7 +77,7 @@ impl AppState {
     }
 
     /// Runs a parsed request: checks its LoRA adapter, starts it on the
-    /// scheduler and, unless it streams, waits for the whole answer.
+    /// scheduler and, unless it streams, waits for the whole response.
     ///
     /// # Errors
     /// Every failure before streaming starts, or during a non-streaming
@@ -119,8 +119,8 @@ impl AppState {
     }
 }
 
-/// Logs an error answered to the client: client mistakes at debug, the
-/// gateway's or the cluster's failures at warn.
+/// Logs an error returned to the client: client mistakes at debug, and
+/// failures of the gateway or the cluster at warn.
 pub fn log_error(request_id: &str, error: &ApiError) {
     if error.status().is_server_error() {
         tracing::warn!(request_id, %error, "request failed");

@@ -1,4 +1,4 @@
-//! The scheduler as the gateway sees it: a lazily connected gRPC channel
+//! The gateway's client of the scheduler: a lazily connected gRPC channel
 //! for `Generate`, `ListModels` and the standard health check.
 
 use std::time::Duration;

@@ -10,6 +10,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{json, Value};
 use tokio::time::Instant;
+use tracing::Instrument;
 use wick_proto::v1::{Finished, ToolCall};
 
 use crate::body::read_json;
@@ -38,7 +39,8 @@ pub async fn run(
             .await?;
         Ok((answer, WorkersAiStream))
     };
-    let outcome = outcome.await;
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let outcome = outcome.instrument(span).await;
     let labels = StreamLabels {
         request_id,
         route: route.as_str().to_string(),
@@ -52,7 +54,7 @@ pub async fn run(
     )
 }
 
-/// The non-streaming success envelope.
+/// Builds the non-streaming success envelope.
 fn complete_body(text: &str, finished: &Finished) -> Value {
     let mut result = json!({"response": text, "usage": usage(finished)});
     if !finished.tool_calls.is_empty() {
@@ -61,7 +63,7 @@ fn complete_body(text: &str, finished: &Finished) -> Value {
     json!({"result": result, "success": true, "errors": [], "messages": []})
 }
 
-/// Usage counts in the shape both APIs share.
+/// Builds the usage counts in the shape both APIs share.
 pub fn usage(finished: &Finished) -> Value {
     let usage = finished.usage.unwrap_or_default();
     json!({
@@ -71,7 +73,7 @@ pub fn usage(finished: &Finished) -> Value {
     })
 }
 
-/// Tool calls with `arguments` as a JSON object. The scheduler only reports
+/// Builds tool calls with `arguments` as a JSON object. The scheduler only reports
 /// calls whose arguments parse as an object; anything else is kept as the
 /// original text so no output is lost.
 fn tool_calls(calls: &[ToolCall]) -> Value {

@@ -31,7 +31,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts a cluster whose fake answers every request with `script`.
+    /// Starts a cluster whose fake plays `script` for every request.
     pub async fn start(
         script: impl Fn(&GenerateRequest) -> Script + Send + Sync + 'static,
         configure: impl FnOnce(&mut GatewayConfig),
@@ -65,7 +65,7 @@ impl Cluster {
         }
     }
 
-    /// A cluster whose fake answers "Hello world".
+    /// Starts a cluster whose fake streams "Hello world".
     pub async fn hello() -> Self {
         Self::start(|_| Script::hello(), |_| {}).await
     }

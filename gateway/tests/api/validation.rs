@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use crate::{Cluster, WORKERS_AI_ROUTE};
 
-/// A body that must be rejected, what the answer must be, and a piece of
-/// the message (usually the JSON path).
+/// A body that must be rejected, the expected status and code, and a piece
+/// of the expected message (usually the JSON path).
 struct Case {
     body: String,
     status: u16,
