@@ -51,8 +51,8 @@ pub struct CallLimits {
 ///
 /// # Errors
 /// Every failure known before the first text arrives: a rejection status
-/// (invalid argument, unknown model, queue full, no worker), an error event
-/// as first event, or the deadline.
+/// (invalid argument, unknown model, queue full, no worker after
+/// retries), an error event as first event, or the deadline.
 pub async fn start(
     scheduler: &Scheduler,
     request: GenerateRequest,
@@ -61,15 +61,9 @@ pub async fn start(
 ) -> Result<Generation, ApiError> {
     let model = request.model.clone();
     let retry = limits.retry_after_secs;
-    let call = timeout_at(
-        limits.deadline,
-        scheduler.generate(request, headers, limits.deadline),
-    );
-    let mut events = match call.await {
-        Err(_) => return Err(deadline_error()),
-        Ok(Err(status)) => return Err(ApiError::from_status(&status, &model, retry)),
-        Ok(Ok(events)) => events,
-    };
+    let mut events = call_with_retries(scheduler, request, headers, limits.deadline)
+        .await
+        .map_err(|status| ApiError::from_status(&status, &model, retry))?;
 
     let window = limits
         .early_error_window
@@ -92,6 +86,43 @@ pub async fn start(
         retry_after_secs: retry,
         done: false,
     })
+}
+
+/// Delays before each new attempt of a `Generate` call that failed with
+/// UNAVAILABLE. A scheduler that restarts, or that waits for its first
+/// worker, is back within a few hundred milliseconds.
+const UNAVAILABLE_RETRY_DELAYS: [Duration; 2] =
+    [Duration::from_millis(200), Duration::from_millis(600)];
+
+/// Calls `Generate`, and calls it again after UNAVAILABLE, which the
+/// scheduler returns before it queues anything, so no request runs twice.
+async fn call_with_retries(
+    scheduler: &Scheduler,
+    request: GenerateRequest,
+    headers: &HeaderMap,
+    deadline: Instant,
+) -> Result<Streaming<GenerateEvent>, tonic::Status> {
+    let mut delays = UNAVAILABLE_RETRY_DELAYS.iter();
+    loop {
+        let call = scheduler.generate(request.clone(), headers, deadline);
+        let status = match timeout_at(deadline, call).await {
+            Err(_) => {
+                return Err(tonic::Status::deadline_exceeded(
+                    "the gateway's request timeout passed",
+                ))
+            }
+            Ok(Ok(events)) => return Ok(events),
+            Ok(Err(status)) => status,
+        };
+        let retry_at = delays.next().map(|delay| Instant::now() + *delay);
+        match retry_at {
+            Some(retry_at) if status.code() == tonic::Code::Unavailable && retry_at < deadline => {
+                tracing::debug!(request_id = %request.request_id, message = status.message(), "scheduler unavailable; retrying");
+                tokio::time::sleep_until(retry_at).await;
+            }
+            _ => return Err(status),
+        }
+    }
 }
 
 impl Generation {

@@ -335,3 +335,22 @@ async fn unknown_route_gets_json_404() {
         .unwrap()
         .contains("/v1/nothing"));
 }
+
+#[tokio::test]
+async fn unavailable_scheduler_is_retried() {
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let cluster = Cluster::start(
+        move |_| match calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => Script::reject(tonic::Status::unavailable("scheduler restarting")),
+            _ => Script::hello(),
+        },
+        |_| {},
+    )
+    .await;
+    let (status, json) = cluster
+        .post_json(WORKERS_AI_ROUTE, r#"{"prompt":"hi"}"#)
+        .await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["result"]["response"], "Hello world");
+    assert_eq!(cluster.fake.record.request_count(), 2);
+}
