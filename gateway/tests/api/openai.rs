@@ -245,3 +245,27 @@ async fn models_lists_ids_and_aliases() {
     assert_eq!(ids, ["microsoft/phi-2", "@cf/microsoft/phi-2"]);
     assert_eq!(json["data"][0]["object"], "model");
 }
+
+#[tokio::test]
+async fn openai_error_mid_stream() {
+    let cluster = Cluster::start(
+        |_| {
+            Script::steps(vec![
+                Step::Delta("partial"),
+                Step::ErrorEvent(wick_proto::v1::error::Code::Internal, "sampler failed"),
+            ])
+        },
+        |_| {},
+    )
+    .await;
+    let body = CHAT_BODY.replacen('{', r#"{"stream":true,"#, 1);
+    let events = read_events(cluster.post("/v1/chat/completions", &body).await).await;
+    assert_eq!(events.len(), 3, "{events:?}");
+    let error: Value = serde_json::from_str(&events[1]).unwrap();
+    assert_eq!(error["error"]["type"], "server_error");
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("sampler failed"));
+    assert_eq!(events[2], "[DONE]");
+}

@@ -424,3 +424,20 @@ async fn sampling_values_sent_unchanged() {
     assert_eq!(sampling.repetition_penalty, Some(1.0), "0 means disabled");
     assert!(!sent.request_id.is_empty());
 }
+
+#[tokio::test]
+async fn short_route_keeps_model_slashes() {
+    let cluster = Cluster::hello().await;
+    let response = cluster
+        .client
+        .post(cluster.url("/ai/run/@cf/microsoft/phi-2"))
+        .header("x-request-id", "client-id-42")
+        .body(r#"{"prompt":"hi"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let sent = cluster.fake.record.last_request();
+    assert_eq!(sent.model, "@cf/microsoft/phi-2");
+    assert_eq!(sent.request_id, "client-id-42");
+}
