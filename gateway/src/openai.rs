@@ -14,7 +14,6 @@ use tokio::time::Instant;
 use tracing::Instrument;
 use wick_proto::v1::{FinishReason, Finished, ToolCall};
 
-use crate::body::read_json;
 use crate::error::{ApiError, Flavor};
 use crate::openai_request::{self, OpenAiParsed};
 use crate::sse::{StreamFormat, StreamLabels};
@@ -58,7 +57,7 @@ async fn handle(
     let arrived = Instant::now();
     let request_id = state.request_id(&headers);
     let outcome = async {
-        let body = read_json(&headers, body, state.config.max_body_bytes).await?;
+        let body = state.read_body(&headers, body, arrived).await?;
         let parsed = match endpoint {
             Endpoint::Completion => openai_request::completion(&body)?,
             Endpoint::Chat => openai_request::chat(&body)?,

@@ -5,12 +5,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::body::Body;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde_json::Value;
 use tokio::time::Instant;
 use wick_proto::v1::Finished;
 
+use crate::body::read_json;
 use crate::config::GatewayConfig;
 use crate::error::{ApiError, Flavor};
 use crate::generation::{self, CallLimits, Generation};
@@ -74,6 +77,29 @@ impl AppState {
                 format!("{:x}-{sequence}", self.id_prefix)
             }
         }
+    }
+
+    /// Reads the request body as JSON within the request deadline, so a
+    /// client that sends its body slowly cannot hold a connection forever.
+    ///
+    /// # Errors
+    /// The errors of [`read_json`], and [`ApiError::Timeout`] past the
+    /// deadline.
+    pub async fn read_body(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+        arrived: Instant,
+    ) -> Result<Value, ApiError> {
+        let deadline = arrived + self.config.request_timeout;
+        let read = read_json(headers, body, self.config.max_body_bytes);
+        tokio::time::timeout_at(deadline, read)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ApiError::Timeout {
+                    message: "the request body did not arrive in time".to_string(),
+                })
+            })
     }
 
     /// Runs a parsed request: checks its LoRA adapter, starts it on the

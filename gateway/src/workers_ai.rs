@@ -13,7 +13,6 @@ use tokio::time::Instant;
 use tracing::Instrument;
 use wick_proto::v1::{Finished, ToolCall};
 
-use crate::body::read_json;
 use crate::error::{ApiError, Flavor};
 use crate::request;
 use crate::sse::{StreamFormat, StreamLabels};
@@ -32,7 +31,7 @@ pub async fn run(
     let request_id = state.request_id(&headers);
     let model = params.get("model").cloned().unwrap_or_default();
     let outcome = async {
-        let body = read_json(&headers, body, state.config.max_body_bytes).await?;
+        let body = state.read_body(&headers, body, arrived).await?;
         let parsed = request::workers_ai(&model, &body)?;
         let answer = state
             .generate(parsed, &request_id, &headers, arrived)

@@ -354,3 +354,27 @@ async fn unavailable_scheduler_is_retried() {
     assert_eq!(json["result"]["response"], "Hello world");
     assert_eq!(cluster.fake.record.request_count(), 2);
 }
+
+#[tokio::test]
+async fn slow_body_times_out() {
+    let cluster = Cluster::start(
+        |_| Script::hello(),
+        |config| config.request_timeout = Duration::from_millis(300),
+    )
+    .await;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<&'static str, std::io::Error>>(1);
+    sender.send(Ok(r#"{"prompt":"#)).await.unwrap();
+    let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
+    let response = cluster
+        .client
+        .post(cluster.url(WORKERS_AI_ROUTE))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 408);
+    let json: Value = response.json().await.unwrap();
+    assert_eq!(json["errors"][0]["code"], 3007);
+    drop(sender);
+    assert_eq!(cluster.fake.record.request_count(), 0);
+}
