@@ -98,10 +98,7 @@ async fn max_tokens_one_two_three_are_exact() {
     scheduler.stop().await;
 }
 
-// NOTE: ignored until the real StopMatcher replaces the stub, which never
-// matches.
 #[tokio::test]
-#[ignore = "needs the real stop::StopMatcher"]
 async fn stop_string_ends_and_releases() {
     let worker = FakeWorker::start(options(4, 1)).await;
     let scheduler = Scheduler::start(SchedulerConfig::default(), vec![worker.url.clone()]).await;
@@ -310,5 +307,34 @@ async fn request_errors_name_the_rule() {
     assert!(status.message().contains("my-adapter"));
 
     assert!(worker.record.lock().unwrap().admitted.is_empty());
+    scheduler.stop().await;
+}
+
+/// A `max_tokens` that ends inside a multi-byte character: the client gets
+/// the complete characters only, and `token_ids` carry every id.
+#[tokio::test]
+async fn unicode_text_matches_token_decoding() {
+    let tokenizer = wick_worker::tokenizer::load_phi2_tokenizer().unwrap();
+    let script = tokenizer
+        .encode("🙂你好，世界 café naïve", false)
+        .unwrap()
+        .get_ids()
+        .to_vec();
+    let mut options = options(4, 1);
+    options.script = script.clone();
+    let worker = FakeWorker::start(options).await;
+    let scheduler = Scheduler::start(SchedulerConfig::default(), vec![worker.url.clone()]).await;
+    scheduler.wait_for_workers(1).await;
+    let mut client = scheduler.client().await;
+    for max_tokens in 1..=script.len() as u32 {
+        let outcome = generate(&mut client, prompt("Hi", max_tokens))
+            .await
+            .unwrap();
+        assert_eq!(outcome.token_ids, script[..max_tokens as usize]);
+        let decoded = tokenizer.decode(&outcome.token_ids, false).unwrap();
+        let complete = decoded.trim_end_matches('\u{FFFD}');
+        assert_eq!(outcome.text, complete, "max_tokens {max_tokens}");
+        assert!(!outcome.text.contains('\u{FFFD}'));
+    }
     scheduler.stop().await;
 }
