@@ -156,9 +156,12 @@ impl EventLoop {
             Ok(()) => {
                 debug!(request_id = %sequence.request_id, sequence_id = id, prompt_tokens = sequence.prompt.len(), "queued");
                 self.sequences.insert(id, sequence);
-                // The service waits for this reply; if it is gone, the
-                // stream's drop already queued a cancellation.
-                let _ = reply.send(Ok(()));
+                // A dropped reply means the client left while the request
+                // was on its way here, and its cancellation may already
+                // have been handled as an unknown id.
+                if reply.send(Ok(())).is_err() {
+                    self.cancel(id);
+                }
             }
             Err(full) => {
                 metrics().requests.with_label_values(&["queue_full"]).inc();

@@ -134,7 +134,14 @@ impl Sequence {
         self.generated.push(token);
         let is_eos = finish == pb::SequenceFinish::Eos || self.eos_token_ids.contains(&token);
         if is_eos {
-            return self.finish(pb::FinishReason::Stop, Progress::EndedOnWorker);
+            // A model end-of-sequence id always comes with a finish flag; a
+            // bare one would still be live on the worker.
+            let progress = if finish == pb::SequenceFinish::None {
+                Progress::EndedHere
+            } else {
+                Progress::EndedOnWorker
+            };
+            return self.finish(pb::FinishReason::Stop, progress);
         }
         self.pending_ids.push(token);
         let delta = match self.decoder.push(token) {
