@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake_worker;
+pub mod real_worker;
 
 use std::time::Duration;
 

@@ -51,10 +51,10 @@ pub fn rejected(sequence_id: u64, error: &EngineError) -> pb::Rejected {
     let reason = match error {
         EngineError::OutOfBlocks { .. } | EngineError::BatchFull { .. } => Reason::NoRoom,
         EngineError::ContextExceeded { .. } => Reason::TooLong,
-        EngineError::DuplicateSequence(_)
-        | EngineError::InvalidToken { .. }
-        | EngineError::EmptyPrompt { .. }
-        | EngineError::Candle(_) => Reason::Invalid,
+        // A duplicate id, a token outside the vocabulary, an empty prompt:
+        // the admit itself is malformed, and so is any future variant
+        // until it is sorted here.
+        _ => Reason::Invalid,
     };
     pb::Rejected {
         sequence_id,
