@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::config::BatchingMode;
 
-/// What the policy knows about one connected worker.
+/// The policy's view of one connected worker.
 #[derive(Debug, Clone)]
 pub struct WorkerCapacity {
     /// The model the worker serves.

@@ -29,7 +29,7 @@ pub struct ModelEntry {
 }
 
 impl ModelEntry {
-    /// The most tokens one sequence can hold on the largest worker.
+    /// The maximum tokens one sequence can use, on the largest worker.
     pub fn max_kv_tokens(&self) -> usize {
         self.worker_kv_tokens.values().copied().max().unwrap_or(0)
     }

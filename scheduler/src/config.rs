@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// How the batching loop admits waiting requests.
+/// Admission policy of the batching loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BatchingMode {
     /// A request joins a worker's running batch as soon as there is room.

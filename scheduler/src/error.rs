@@ -3,7 +3,7 @@
 
 use tonic::Status;
 
-/// Why a request was not accepted.
+/// A reason a request was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
     /// A field breaks its rule; the message names the field and the rule.

@@ -56,7 +56,7 @@ use worker_link::LinkTiming;
 /// Events waiting for the batching loop; senders wait when it is full.
 const LOOP_QUEUE: usize = 1024;
 
-/// Why the scheduler could not run.
+/// A failure that stops the scheduler.
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
     #[error("failed to bind {addr}: {source}")]

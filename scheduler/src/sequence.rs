@@ -2,7 +2,7 @@
 //! output side that turns sampled tokens into `GenerateEvent`s.
 //!
 //! Text goes token → [`IncrementalDecoder`] (complete UTF-8 only) →
-//! [`StopMatcher`] (holds back a possible stop-string start) → client. The
+//! [`StopMatcher`] (keeps back a possible stop-string start) → client. The
 //! end-of-sequence token is counted in usage but never decoded, so it never
 //! reaches the client. When `max_tokens` ends in the middle of a multi-byte
 //! character, the incomplete character is dropped from the text (the
@@ -22,7 +22,7 @@ use crate::stop::{StopMatcher, StopOutcome};
 
 pub type EventSender = mpsc::Sender<Result<pb::GenerateEvent, Status>>;
 
-/// What the event loop must do after a token.
+/// The event loop's next action after a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
     /// The sequence goes on.
@@ -286,7 +286,7 @@ impl Sequence {
     }
 
     /// Sends one event; returns true when the client is gone. The channel
-    /// holds one event per token plus a few, so it is never full.
+    /// has room for one event per token plus a few, so it is never full.
     fn send(&self, event: pb::generate_event::Event) -> bool {
         let message = pb::GenerateEvent { event: Some(event) };
         self.events.try_send(Ok(message)).is_err()

@@ -211,8 +211,8 @@ impl Generation for GenerationService {
     }
 }
 
-/// A request's event stream that tells the batching loop when the client
-/// drops it, so the sequence leaves the queue or its worker at once.
+/// A request's event stream that notifies the batching loop when the
+/// client drops it, so the sequence leaves the queue or its worker at once.
 pub struct CancelOnDrop {
     id: u64,
     inner: ReceiverStream<Result<pb::GenerateEvent, Status>>,
@@ -229,7 +229,7 @@ impl Stream for CancelOnDrop {
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        // After a normal finish the loop no longer knows the id and ignores
+        // After a normal finish the loop has forgotten the id and ignores
         // this; when the loop is gone there is nothing left to cancel.
         let _ = self.cancels.send(self.id);
     }

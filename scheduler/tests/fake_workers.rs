@@ -338,3 +338,94 @@ async fn unicode_text_matches_token_decoding() {
     }
     scheduler.stop().await;
 }
+
+#[tokio::test]
+async fn health_follows_connected_workers() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let mut worker = FakeWorker::start(options(4, 1)).await;
+    let scheduler = Scheduler::start(SchedulerConfig::default(), vec![worker.url.clone()]).await;
+    scheduler.wait_for_workers(1).await;
+    let channel = tonic::transport::Endpoint::from_shared(scheduler.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let check = |service: &str| HealthCheckRequest {
+        service: service.to_string(),
+    };
+    for service in ["", "wick.v1.Generation"] {
+        let status = health
+            .check(check(service))
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "service {service:?}");
+    }
+    worker.kill();
+    wait_until_async(|| {
+        let mut health = health.clone();
+        async move {
+            let status = health.check(check("")).await.unwrap().into_inner().status;
+            status == ServingStatus::NotServing as i32
+        }
+    })
+    .await;
+    let mut client = scheduler.client().await;
+    let status = client.generate(prompt("Hi", 3)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    scheduler.stop().await;
+}
+
+async fn wait_until_async<F, Fut>(mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn tool_call_in_output_is_parsed() {
+    let tokenizer = wick_worker::tokenizer::load_phi2_tokenizer().unwrap();
+    let call = r#" {"name": "get_weather", "arguments": {"city": "Paris"}}"#;
+    let mut options = options(4, 1);
+    options.script = tokenizer.encode(call, false).unwrap().get_ids().to_vec();
+    let steps = options.script.len() as u32;
+    let worker = FakeWorker::start(options).await;
+    let scheduler = Scheduler::start(SchedulerConfig::default(), vec![worker.url.clone()]).await;
+    scheduler.wait_for_workers(1).await;
+    let mut client = scheduler.client().await;
+    let request = pb::GenerateRequest {
+        input: Some(pb::generate_request::Input::Chat(pb::ChatInput {
+            messages: vec![pb::ChatMessage {
+                role: "user".into(),
+                content: "Weather in Paris?".into(),
+            }],
+            tools: vec![pb::Tool {
+                name: "get_weather".into(),
+                description: "Current weather of a city.".into(),
+                parameters_json: r#"{"type":"object","properties":{"city":{"type":"string"}}}"#
+                    .into(),
+            }],
+        })),
+        max_tokens: Some(steps),
+        ..Default::default()
+    };
+    let outcome = generate(&mut client, request).await.unwrap();
+    assert_eq!(outcome.text, call);
+    let finished = outcome.finished.unwrap();
+    assert_eq!(finished.reason, pb::FinishReason::ToolCalls as i32);
+    assert_eq!(finished.tool_calls.len(), 1);
+    assert_eq!(finished.tool_calls[0].name, "get_weather");
+    assert_eq!(finished.tool_calls[0].arguments_json, r#"{"city":"Paris"}"#);
+    scheduler.stop().await;
+}

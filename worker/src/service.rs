@@ -63,7 +63,7 @@ impl Default for WorkerConfig {
     }
 }
 
-/// Why a worker could not run.
+/// A failure that stops the worker.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error("failed to load the model: {0}")]
@@ -158,7 +158,7 @@ pub async fn serve(
     Ok(result?)
 }
 
-/// The fixed part of `Describe`; only the free blocks change.
+/// Builds the fixed part of `Describe`; only the free blocks change later.
 fn describe_template(engine: &Engine) -> pb::DescribeResponse {
     let info: &ModelInfo = engine.model_info();
     let limits = engine.limits();

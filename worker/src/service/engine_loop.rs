@@ -23,7 +23,7 @@ use crate::engine::Engine;
 /// Events of one Run stream, as the gRPC response stream carries them.
 pub type EventSender = mpsc::Sender<Result<pb::WorkerEvent, Status>>;
 
-/// What the gRPC side asks of the engine thread. Every command but
+/// A request from the gRPC side to the engine thread. Every command but
 /// `Shutdown` names the Run stream it came from, so that commands still in
 /// flight from a replaced stream are ignored.
 pub enum Command {

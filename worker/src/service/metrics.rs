@@ -96,7 +96,7 @@ pub struct WorkerMetrics {
     pub rejected: IntCounter,
 }
 
-/// One step's numbers, as the engine loop sees them.
+/// The numbers of one step, for metrics.
 pub struct StepNumbers {
     pub running: usize,
     pub blocks_free: usize,
