@@ -2,7 +2,7 @@
 //! The event loop updates it when workers come and go; `Generate` and
 //! `ListModels` read it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokenizers::Tokenizer;
@@ -106,7 +106,8 @@ impl Catalog {
         }
     }
 
-    /// Finds a model by id or alias; an empty name picks the first model.
+    /// Finds a model by id or alias. An empty name, or an alias mapped to
+    /// the empty id, picks the default model: the first by id.
     ///
     /// Errors with [`RequestError::NoWorker`] when no worker is connected
     /// and [`RequestError::UnknownModel`] when none serves `name`.
@@ -114,7 +115,8 @@ impl Catalog {
         if self.models.is_empty() {
             return Err(RequestError::NoWorker);
         }
-        if name.is_empty() {
+        let id = self.aliases.get(name).map_or(name, String::as_str);
+        if id.is_empty() {
             let first = self
                 .models
                 .values()
@@ -122,7 +124,6 @@ impl Catalog {
                 .expect("checked non-empty above");
             return Ok(Arc::clone(first));
         }
-        let id = self.aliases.get(name).map_or(name, String::as_str);
         self.models
             .get(id)
             .or_else(|| self.models.get(name))
@@ -133,6 +134,7 @@ impl Catalog {
     }
 
     pub fn list(&self) -> pb::ListModelsResponse {
+        let default = self.models.keys().next().cloned();
         let models = self
             .models
             .values()
@@ -141,7 +143,10 @@ impl Catalog {
                 aliases: self
                     .aliases
                     .iter()
-                    .filter(|(_, id)| id.as_str() == &*entry.id)
+                    .filter(|(_, id)| {
+                        let is_default = id.is_empty() && default.as_ref() == Some(&entry.id);
+                        id.as_str() == &*entry.id || is_default
+                    })
                     .map(|(alias, _)| alias.clone())
                     .collect(),
                 context_length: entry.context_length as u32,
@@ -152,12 +157,63 @@ impl Catalog {
             .collect();
         pb::ListModelsResponse { models }
     }
+}
 
-    /// Connected worker indexes, for logs.
-    pub fn workers(&self) -> BTreeSet<usize> {
-        self.models
-            .values()
-            .flat_map(|m| m.worker_kv_tokens.keys().copied())
-            .collect()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn describe(model_id: &str) -> pb::DescribeResponse {
+        pb::DescribeResponse {
+            model_id: model_id.to_string(),
+            kv_block_size: 16,
+            kv_blocks_total: 10,
+            context_length: 2048,
+            ..Default::default()
+        }
+    }
+
+    fn catalog() -> Catalog {
+        let aliases = [("@cf/microsoft/phi-2", ""), ("phi", "b/model")]
+            .into_iter()
+            .map(|(alias, id)| (alias.to_string(), id.to_string()))
+            .collect();
+        let mut catalog = Catalog::new(aliases);
+        // The catalog only stores the tokenizer, so an empty one will do.
+        let tokenizer = Arc::new(Tokenizer::new(tokenizers::models::bpe::BPE::default()));
+        catalog.add_worker(0, &describe("b/model"), Arc::clone(&tokenizer));
+        catalog.add_worker(1, &describe("a/model"), tokenizer);
+        catalog
+    }
+
+    #[test]
+    fn resolve_by_id_alias_and_default() {
+        let catalog = catalog();
+        assert_eq!(&*catalog.resolve("b/model").unwrap().id, "b/model");
+        assert_eq!(&*catalog.resolve("phi").unwrap().id, "b/model");
+        assert_eq!(&*catalog.resolve("").unwrap().id, "a/model");
+        assert_eq!(
+            &*catalog.resolve("@cf/microsoft/phi-2").unwrap().id,
+            "a/model"
+        );
+        let unknown = catalog.resolve("c/model");
+        assert!(matches!(unknown, Err(RequestError::UnknownModel { .. })));
+    }
+
+    #[test]
+    fn list_shows_aliases_and_workers() {
+        let mut catalog = catalog();
+        let listed = catalog.list();
+        assert_eq!(listed.models.len(), 2);
+        assert_eq!(listed.models[0].id, "a/model");
+        assert_eq!(
+            listed.models[0].aliases,
+            vec!["@cf/microsoft/phi-2".to_string()]
+        );
+        assert_eq!(listed.models[1].aliases, vec!["phi".to_string()]);
+        catalog.remove_worker(1);
+        assert_eq!(catalog.list().models.len(), 1);
+        catalog.remove_worker(0);
+        assert!(matches!(catalog.resolve(""), Err(RequestError::NoWorker)));
     }
 }
