@@ -352,6 +352,8 @@ impl EventLoop {
                 sequence.fail_with(pb::error::Code::WorkerLost, message);
             }
         }
+        // NOTE: when the last worker is lost, queued requests wait for one
+        // to reconnect; requests have no queue deadline yet.
         metrics().running.with_label_values(&[&url]).set(0);
         self.update_health().await;
     }
