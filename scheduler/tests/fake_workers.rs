@@ -429,3 +429,30 @@ async fn tool_call_in_output_is_parsed() {
     assert_eq!(finished.tool_calls[0].arguments_json, r#"{"city":"Paris"}"#);
     scheduler.stop().await;
 }
+
+#[tokio::test]
+async fn end_of_sequence_never_reaches_client() {
+    let tokenizer = wick_worker::tokenizer::load_phi2_tokenizer().unwrap();
+    let mut script = tokenizer
+        .encode(" Done here.", false)
+        .unwrap()
+        .get_ids()
+        .to_vec();
+    let text_tokens = script.len() as u32;
+    script.push(wick_worker::tokenizer::PHI2_EOS_TOKEN_ID);
+    let mut options = options(4, 1);
+    options.script = script;
+    let worker = FakeWorker::start(options).await;
+    let scheduler = Scheduler::start(SchedulerConfig::default(), vec![worker.url.clone()]).await;
+    scheduler.wait_for_workers(1).await;
+    let mut client = scheduler.client().await;
+    let outcome = generate(&mut client, prompt("Hi", 50)).await.unwrap();
+    assert_eq!(outcome.text, " Done here.");
+    assert!(!outcome.text.contains("<|endoftext|>"));
+    assert_eq!(outcome.token_ids.len() as u32, text_tokens);
+    // Usage counts the end-of-sequence token, as generation.proto says.
+    assert_eq!(outcome.completion_tokens(), text_tokens + 1);
+    let finished = outcome.finished.unwrap();
+    assert_eq!(finished.reason, pb::FinishReason::Stop as i32);
+    scheduler.stop().await;
+}

@@ -187,7 +187,10 @@ impl FakeService {
         for (&id, (generated, max)) in record.live.iter_mut() {
             let token_id = script[*generated % script.len()];
             *generated += 1;
-            let finish = if *generated as u32 >= *max {
+            let finish = if token_id == wick_worker::tokenizer::PHI2_EOS_TOKEN_ID {
+                ended.push(id);
+                pb::SequenceFinish::Eos
+            } else if *generated as u32 >= *max {
                 ended.push(id);
                 pb::SequenceFinish::Length
             } else {
