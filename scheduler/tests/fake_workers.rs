@@ -456,3 +456,21 @@ async fn end_of_sequence_never_reaches_client() {
     assert_eq!(finished.reason, pb::FinishReason::Stop as i32);
     scheduler.stop().await;
 }
+
+#[tokio::test]
+async fn lost_worker_rejoins_when_back() {
+    let mut worker = FakeWorker::start(options(4, 1)).await;
+    let scheduler = Scheduler::start(SchedulerConfig::default(), vec![worker.url.clone()]).await;
+    scheduler.wait_for_workers(1).await;
+    worker.kill();
+    scheduler.wait_for_workers(0).await;
+
+    let addr = worker.url.trim_start_matches("http://").to_string();
+    let back = FakeWorker::start_on(&addr, options(4, 1)).await;
+    scheduler.wait_for_workers(1).await;
+    let mut client = scheduler.client().await;
+    let outcome = generate(&mut client, prompt("Hi", 3)).await.unwrap();
+    assert_eq!(outcome.completion_tokens(), 3);
+    assert_eq!(back.record.lock().unwrap().admitted.len(), 1);
+    scheduler.stop().await;
+}

@@ -43,7 +43,12 @@ pub struct FakeWorker {
 
 impl FakeWorker {
     pub async fn start(options: FakeOptions) -> FakeWorker {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0", options).await
+    }
+
+    /// Starts on `addr`, for example the address of a killed worker.
+    pub async fn start_on(addr: &str, options: FakeOptions) -> FakeWorker {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let record = Arc::new(Mutex::new(Record::default()));
         let (stop, stopped) = oneshot::channel::<()>();
