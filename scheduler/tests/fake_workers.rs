@@ -450,7 +450,7 @@ async fn end_of_sequence_never_reaches_client() {
     assert_eq!(outcome.text, " Done here.");
     assert!(!outcome.text.contains("<|endoftext|>"));
     assert_eq!(outcome.token_ids.len() as u32, text_tokens);
-    // Usage counts the end-of-sequence token, as generation.proto says.
+    // Usage counts the end-of-sequence token, as generation.proto documents.
     assert_eq!(outcome.completion_tokens(), text_tokens + 1);
     let finished = outcome.finished.unwrap();
     assert_eq!(finished.reason, pb::FinishReason::Stop as i32);
