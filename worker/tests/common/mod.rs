@@ -11,8 +11,9 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::phi;
 use wick_worker::config::PhiConfig;
 use wick_worker::demo::{random_weights, write_config};
+use wick_worker::loading::info_without_tokenizer;
 use wick_worker::weights::Weights;
-use wick_worker::{Engine, EngineLimits, ModelInfo, PhiModel};
+use wick_worker::{Engine, EngineLimits, PhiModel};
 
 /// A folder under the system temp dir, removed on drop.
 pub struct TempDir(PathBuf);
@@ -134,25 +135,9 @@ pub fn max_abs_diff(left: &[f32], right: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// Model facts for an engine over a test model, without a tokenizer.
-pub fn test_info(config: &PhiConfig) -> ModelInfo {
-    ModelInfo {
-        id: "test/phi".to_string(),
-        family: "phi".to_string(),
-        tokenizer_json: String::new(),
-        eos_token_ids: vec![],
-        bos_token_id: None,
-        context_length: config.max_position_embeddings,
-        vocab_size: config.vocab_size,
-        chat_template: None,
-        device: "cpu".to_string(),
-        dtype: "f32".to_string(),
-    }
-}
-
 pub fn engine_over(dir: &Path, limits: EngineLimits) -> Engine {
     let model = load_wick_model(dir);
-    let info = test_info(model.config());
+    let info = info_without_tokenizer("test/phi", model.config(), &Device::Cpu, DType::F32);
     Engine::new(model, info, limits).expect("engine builds")
 }
 
