@@ -148,3 +148,35 @@ pub fn tokens(seed: u64, len: usize, vocab: usize) -> Vec<u32> {
         .map(|_| (rng.next_u64() % vocab as u64) as u32)
         .collect()
 }
+
+/// wick's logits `[vocab]` for `tokens` fed as one prefill chunk.
+pub fn wick_logits(model: &PhiModel, tokens: &[u32]) -> Vec<f32> {
+    use wick_worker::attention::SequenceChunk;
+    use wick_worker::kv_cache::{BlockTable, KvCache};
+
+    let config = model.config();
+    let mut cache = KvCache::new(
+        config.num_hidden_layers,
+        model.kv_width(),
+        16,
+        wick_worker::KvCapacity::Tokens(tokens.len()),
+        model.dtype(),
+        model.device(),
+    )
+    .expect("cache allocates");
+    let mut table = BlockTable::new();
+    cache
+        .grow(&mut table, tokens.len())
+        .expect("the cache fits the prompt");
+    let chunk = SequenceChunk {
+        tokens,
+        start: 0,
+        block_table: &table,
+        wants_logits: true,
+    };
+    model
+        .forward(&[chunk], &cache)
+        .and_then(|logits| logits.squeeze(0))
+        .and_then(|logits| logits.to_vec1::<f32>())
+        .expect("forward pass")
+}
