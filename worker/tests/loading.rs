@@ -36,7 +36,6 @@ fn assert_names(error: &LoadError, file: &str, detail: &str) {
 }
 
 #[test]
-#[ignore = "needs the real phi-2 tokenizer, which the tokens branch adds"]
 fn demo_round_trip_same_logits() {
     let dir = TempDir::new("demo-round-trip");
     write_demo_model(dir.path()).expect("demo model writes");
