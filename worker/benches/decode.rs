@@ -18,7 +18,7 @@ use wick_worker::weights::Weights;
 use wick_worker::{Engine, EngineLimits, KvCapacity, PhiModel, SamplingParams, SequenceRequest};
 
 const BATCH_SIZES: [usize; 3] = [1, 8, 32];
-const TIMED_STEPS: usize = 5;
+const TIMED_STEPS: usize = 8;
 /// Prompt lengths cycle through 4..=20 tokens, a mean of 12.
 const MEAN_PROMPT: usize = 12;
 
@@ -36,19 +36,16 @@ fn prompt(index: usize, len: usize) -> Vec<u32> {
     (0..len).map(|_| (rng.next_u64() % 50000) as u32).collect()
 }
 
-/// Tokens per second of wick's engine decoding `batch` sequences.
-fn wick_decode(model: PhiModel, config: &wick_worker::PhiConfig, batch: usize) -> (f64, PhiModel) {
+/// An engine over `model` with `batch` sequences of mixed prompt lengths,
+/// past their prefill and one warm-up decode step.
+fn wick_engine(model: PhiModel, config: &wick_worker::PhiConfig, batch: usize) -> Engine {
     let limits = EngineLimits {
         kv_capacity: KvCapacity::Tokens(batch * 64),
         max_step_tokens: 1024,
         ..EngineLimits::default()
     };
-    let mut engine = Engine::new(
-        model,
-        info_without_tokenizer("bench/phi-2-shaped", config, &Device::Cpu, DType::F32),
-        limits,
-    )
-    .expect("engine builds");
+    let info = info_without_tokenizer("bench/phi-2-shaped", config, &Device::Cpu, DType::F32);
+    let mut engine = Engine::new(model, info, limits).expect("engine builds");
     for index in 0..batch {
         let request = SequenceRequest {
             id: index as u64,
@@ -60,46 +57,65 @@ fn wick_decode(model: PhiModel, config: &wick_worker::PhiConfig, batch: usize) -
         };
         engine.admit(request).expect("admits");
     }
-    // Prefill, then one untimed decode step to warm up.
     engine.step().expect("prefill step");
     engine.step().expect("warm-up step");
-    let fastest = fastest_step(|| {
-        let tokens = engine.step().expect("decode step").tokens.len();
-        assert_eq!(tokens, batch, "every sequence decodes each step");
-    });
-    (batch as f64 / fastest, engine.into_model())
+    engine
 }
 
-/// Tokens per second of the reference decoding `batch` equal sequences.
-fn reference_decode(model: &mut phi::Model, batch: usize) -> f64 {
+/// The reference's logits after prefilling `batch` equal prompts and one
+/// warm-up decode step.
+fn reference_prefill(model: &mut phi::Model, batch: usize) -> Tensor {
     model.clear_kv_cache();
     let prompts: Vec<u32> = (0..batch)
         .flat_map(|index| prompt(index, MEAN_PROMPT))
         .collect();
     let input = Tensor::from_vec(prompts, (batch, MEAN_PROMPT), &Device::Cpu).expect("input");
-    let mut logits = model.forward(&input).expect("prefill");
-    let mut next = || {
-        let tokens = logits
-            .argmax(1)
-            .and_then(|t| t.unsqueeze(1))
-            .expect("argmax");
-        logits = model.forward(&tokens).expect("decode");
-    };
-    next();
-    batch as f64 / fastest_step(next)
+    let logits = model.forward(&input).expect("prefill");
+    reference_step(model, &logits)
 }
 
-/// Seconds of the fastest of `TIMED_STEPS` calls of `step`. The fastest
-/// rather than the mean, because other processes on a shared 2-core
-/// machine slow some steps down at random.
-fn fastest_step(mut step: impl FnMut()) -> f64 {
-    (0..TIMED_STEPS)
-        .map(|_| {
-            let start = Instant::now();
-            step();
-            start.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
+fn reference_step(model: &mut phi::Model, logits: &Tensor) -> Tensor {
+    let tokens = logits
+        .argmax(1)
+        .and_then(|t| t.unsqueeze(1))
+        .expect("argmax");
+    model.forward(&tokens).expect("decode")
+}
+
+fn seconds(step: impl FnOnce()) -> f64 {
+    let start = Instant::now();
+    step();
+    start.elapsed().as_secs_f64()
+}
+
+/// Decode tokens per second of wick and of the reference at `batch`. Their
+/// steps alternate, and each keeps its fastest step, because other
+/// processes on a shared 2-core machine slow some steps down at random and
+/// alternating spreads that over both.
+fn decode_rates(
+    model: PhiModel,
+    reference: &mut phi::Model,
+    config: &wick_worker::PhiConfig,
+    batch: usize,
+) -> (f64, f64, PhiModel) {
+    let mut engine = wick_engine(model, config, batch);
+    let mut logits = reference_prefill(reference, batch);
+    let (mut wick_fastest, mut reference_fastest) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..TIMED_STEPS {
+        let wick = seconds(|| {
+            let tokens = engine.step().expect("decode step").tokens.len();
+            assert_eq!(tokens, batch, "every sequence decodes each step");
+        });
+        let reference = seconds(|| logits = reference_step(reference, &logits));
+        wick_fastest = wick_fastest.min(wick);
+        reference_fastest = reference_fastest.min(reference);
+    }
+    let batch = batch as f64;
+    (
+        batch / wick_fastest,
+        batch / reference_fastest,
+        engine.into_model(),
+    )
 }
 
 fn main() {
@@ -125,9 +141,8 @@ fn main() {
         Err(_) => BATCH_SIZES.to_vec(),
     };
     for &batch in &batches {
-        let (wick, returned) = wick_decode(model, &config, batch);
+        let (wick, reference, returned) = decode_rates(model, &mut reference, &config, batch);
         model = returned;
-        let reference = reference_decode(&mut reference, batch);
         println!(
             "| {batch} | {wick:.1} | {reference:.1} | {:.2} |",
             wick / reference
