@@ -3,8 +3,8 @@
 //!
 //! Each block runs a LayerNorm whose output feeds attention and the MLP in
 //! parallel; their sum is added to the residual stream. Projections, the
-//! MLP and `lm_head` are one matrix product over all tokens of the step;
-//! attention reads each sequence's keys and values from the paged KV cache
+//! MLP and `lm_head` are one matrix product over all tokens of the step.
+//! Attention reads each sequence's keys and values from the paged KV cache
 //! (see `attention`). Weight names are Hugging Face's.
 
 use candle_core::{DType, Device, Module, Tensor};
@@ -42,7 +42,7 @@ struct PhiLayer {
     k_layernorm: Option<LayerNorm>,
 }
 
-/// Every tensor a phi model with `config` reads, with its shape.
+/// Lists every tensor a phi model with `config` reads, with its shape.
 pub fn tensor_shapes(config: &PhiConfig) -> Vec<(String, Vec<usize>)> {
     let hidden = config.hidden_size;
     let mut shapes = vec![

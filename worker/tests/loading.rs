@@ -306,8 +306,8 @@ fn hub_repo_resolves_from_cache() {
     assert_names(&error, "owner/tiny-phi", "HF_HUB_OFFLINE");
     assert!(error.to_string().contains("pass its folder"), "{error}");
 
-    // The cache layout hf-hub reads: refs/<revision> holds the commit,
-    // snapshots/<commit>/ holds the files.
+    // The cache layout hf-hub reads: refs/<revision> contains the commit,
+    // and snapshots/<commit>/ contains the files.
     let repo_dir = home.path().join("models--owner--tiny-phi");
     let snapshot = repo_dir.join("snapshots").join("abc123");
     std::fs::create_dir_all(&snapshot).unwrap();
