@@ -268,11 +268,23 @@ impl PhiModel {
     /// Runs one step over `chunks`, writing their keys and values into
     /// `cache`, and returns f32 logits `[n, vocab]` for the n chunks that
     /// want them, in chunk order.
+    ///
+    /// Errors: a chunk that reaches past the context, or a failed tensor op.
     pub fn forward(
         &self,
         chunks: &[SequenceChunk<'_>],
         cache: &KvCache,
     ) -> candle_core::Result<Tensor> {
+        let context = self.config.max_position_embeddings;
+        for chunk in chunks {
+            let end = chunk.start + chunk.tokens.len();
+            if end > context {
+                candle_core::bail!(
+                    "position {} is past the model's context of {context} positions",
+                    end - 1
+                );
+            }
+        }
         let layout = StepLayout::new(chunks, cache, self.kv_width(), self.device())?;
         let cos = self.cos.index_select(&layout.positions, 0)?;
         let sin = self.sin.index_select(&layout.positions, 0)?;
