@@ -286,6 +286,9 @@ pub fn resolve_hub_repo(
 
 /// Downloads the config, tokenizer and weights (every shard) of a hub
 /// repository into `cache` and returns its snapshot folder.
+///
+/// NOTE: no test runs this path, because tests never reach a hub; only the
+/// cache lookup and the offline error are tested.
 fn download_hub_repo(
     hub_repo: hf_hub::Repo,
     cache: &hf_hub::Cache,

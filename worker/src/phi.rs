@@ -37,7 +37,10 @@ struct PhiLayer {
     fc1: Linear,
     fc2: Linear,
     activation: Activation,
-    /// Per-head LayerNorms over queries and keys (`qk_layernorm`).
+    /// Per-head LayerNorms over queries and keys (`qk_layernorm`), over each
+    /// head's `head_dim` values as their weight shape implies.
+    /// NOTE: candle-transformers 0.11 applies them to the whole
+    /// `hidden_size` row, so parity with it is tested with one head only.
     q_layernorm: Option<LayerNorm>,
     k_layernorm: Option<LayerNorm>,
 }
