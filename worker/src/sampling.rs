@@ -58,7 +58,7 @@ impl PenaltyState {
 /// the sequence's output tokens, 0 for the first. With the seed, it alone
 /// decides the random draw.
 ///
-/// Returns 0 for empty logits, so callers must pass the model's full row.
+/// Returns 0 when `logits` is empty.
 pub fn sample(
     logits: &mut [f32],
     params: &SamplingParams,
