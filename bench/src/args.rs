@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use reqwest::header::HeaderValue;
 use reqwest::Url;
 
 /// Seeds accepted by the Workers AI schema: 1 to 9999999999.
@@ -20,6 +21,11 @@ pub struct BenchArgs {
     /// Model name in the request path `/ai/run/{model}`.
     #[arg(long, env = "WICK_BENCH_MODEL", default_value = "@cf/microsoft/phi-2")]
     pub model: String,
+
+    /// API key sent as `Authorization: Bearer KEY`, for a gateway started
+    /// with API keys. Default: none.
+    #[arg(long, env = "WICK_BENCH_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 
     /// Number of clients with a request in flight at once.
     #[arg(long, env = "WICK_BENCH_CONCURRENCY", default_value_t = 8)]
@@ -134,6 +140,9 @@ pub enum PromptSource {
 pub struct BenchConfig {
     /// Full URL that requests are posted to.
     pub endpoint: Url,
+    /// Value of the `Authorization` header, marked sensitive so it is never
+    /// printed.
+    pub authorization: Option<HeaderValue>,
     pub concurrency: usize,
     /// At least one of `requests` and `duration` is set, so a run ends.
     pub requests: Option<u64>,
@@ -153,6 +162,8 @@ pub struct BenchConfig {
 pub enum ArgsError {
     #[error("invalid --url {url:?}: {reason}")]
     Url { url: String, reason: String },
+    #[error("invalid --api-key: it must contain only visible ASCII characters")]
+    ApiKey,
     #[error("invalid --{flag} {value}: {rule}")]
     OutOfRange {
         flag: &'static str,
@@ -238,6 +249,7 @@ impl BenchArgs {
         };
         Ok(BenchConfig {
             endpoint,
+            authorization: self.api_key.as_deref().map(bearer).transpose()?,
             concurrency: self.concurrency,
             requests,
             duration,
@@ -251,6 +263,13 @@ impl BenchArgs {
             quiet: self.quiet,
         })
     }
+}
+
+fn bearer(key: &str) -> Result<HeaderValue, ArgsError> {
+    let mut value =
+        HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| ArgsError::ApiKey)?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// Builds `{url}/ai/run/{model}`, keeping any path prefix of `url`.
@@ -346,6 +365,7 @@ mod tests {
             (&["--url", "ftp://127.0.0.1"], "--url"),
             (&["--url", "not a url"], "--url"),
             (&["--max-tokens", "7..2"], "7..2"),
+            (&["--api-key", "a\nb"], "--api-key"),
         ];
         for (flags, name) in cases {
             let message = parse(flags).expect_err(&format!("{flags:?} was accepted"));

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use indicatif::ProgressBar;
+use reqwest::header::{HeaderMap, AUTHORIZATION};
 use reqwest::Client;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -38,7 +39,12 @@ pub enum RunError {
 /// clock cannot be used.
 pub async fn execute(config: &BenchConfig, progress: &ProgressBar) -> Result<Report, RunError> {
     let mut workload = Workload::new(config)?;
+    let mut headers = HeaderMap::new();
+    if let Some(authorization) = &config.authorization {
+        headers.insert(AUTHORIZATION, authorization.clone());
+    }
     let client = Client::builder()
+        .default_headers(headers)
         .pool_max_idle_per_host(config.concurrency)
         .tcp_nodelay(true)
         .build()?;

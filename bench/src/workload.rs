@@ -148,6 +148,7 @@ mod tests {
     fn config(prompts: PromptSource, max_tokens: MaxTokens) -> BenchConfig {
         BenchConfig {
             endpoint: "http://127.0.0.1:1/ai/run/m".parse().unwrap(),
+            authorization: None,
             concurrency: 1,
             requests: Some(1),
             duration: None,

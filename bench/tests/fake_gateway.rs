@@ -103,6 +103,18 @@ async fn request_bodies_follow_flags() {
 }
 
 #[tokio::test]
+async fn api_key_sent_as_bearer() {
+    let gateway = FakeGateway::start(Script::tokens(ms(1), ms(1), 1, 1)).await;
+    bench(&gateway, &["--requests", "2", "--api-key", "k-123"]).await;
+    let expected = Some("Bearer k-123".to_string());
+    assert_eq!(gateway.authorizations(), vec![expected.clone(), expected]);
+
+    let gateway = FakeGateway::start(Script::tokens(ms(1), ms(1), 1, 1)).await;
+    bench(&gateway, &["--requests", "1"]).await;
+    assert_eq!(gateway.authorizations(), vec![None]);
+}
+
+#[tokio::test]
 async fn http_errors_counted_by_status() {
     let mut script = Script::tokens(ms(1), ms(1), 2, 2);
     script.fail_every = Some((2, StatusCode::TOO_MANY_REQUESTS));

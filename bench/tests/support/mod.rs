@@ -2,6 +2,9 @@
 //! port, serving `POST /ai/run/{model}` with a scripted Server-Sent Events
 //! stream and recording the bodies it received.
 
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,7 +12,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -51,6 +54,7 @@ struct Shared {
     script: Script,
     arrivals: AtomicU64,
     bodies: Mutex<Vec<Value>>,
+    authorizations: Mutex<Vec<Option<String>>>,
 }
 
 /// A running fake gateway; it stops when dropped.
@@ -66,6 +70,7 @@ impl FakeGateway {
             script,
             arrivals: AtomicU64::new(0),
             bodies: Mutex::new(Vec::new()),
+            authorizations: Mutex::new(Vec::new()),
         });
         let app = Router::new()
             .route("/ai/run/{*model}", post(generate))
@@ -86,6 +91,11 @@ impl FakeGateway {
         format!("http://{}", self.addr)
     }
 
+    /// `Authorization` headers received so far, in arrival order.
+    pub fn authorizations(&self) -> Vec<Option<String>> {
+        self.shared.authorizations.lock().unwrap().clone()
+    }
+
     /// Bodies received so far, in arrival order.
     pub fn bodies(&self) -> Vec<Value> {
         self.shared.bodies.lock().unwrap().clone()
@@ -98,8 +108,20 @@ impl Drop for FakeGateway {
     }
 }
 
-async fn generate(State(shared): State<Arc<Shared>>, Json(body): Json<Value>) -> Response {
+async fn generate(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let arrival = shared.arrivals.fetch_add(1, Ordering::SeqCst);
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    shared
+        .authorizations
+        .lock()
+        .unwrap()
+        .push(authorization.map(str::to_string));
     shared.bodies.lock().unwrap().push(body);
     if let Some((every, status)) = shared.script.fail_every {
         if arrival % every == 0 {
