@@ -39,6 +39,9 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Write the built-in demo model to a folder in the Hugging Face layout.
     DemoModel(DemoModelArgs),
+    /// Drive a running gateway with concurrent streaming clients and report
+    /// throughput and latency.
+    Bench(wick_bench::BenchArgs),
 }
 
 /// Flags that choose and size a worker's model, shared by `serve` and
