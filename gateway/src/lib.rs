@@ -48,6 +48,8 @@ pub use error::{ApiError, Flavor};
 /// Failures that stop the gateway.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    #[error("invalid gateway setting {field}: {reason}")]
+    InvalidConfig { field: &'static str, reason: String },
     #[error("invalid scheduler URL {url:?}: {source}")]
     InvalidSchedulerUrl {
         url: String,
@@ -83,6 +85,7 @@ pub async fn run(
 /// down, the gateway starts anyway and reports not ready.
 ///
 /// # Errors
+/// [`GatewayError::InvalidConfig`] for a setting out of range,
 /// [`GatewayError::InvalidSchedulerUrl`] for a malformed scheduler URL and
 /// [`GatewayError::Serve`] when the server fails.
 pub async fn serve(
