@@ -93,6 +93,7 @@ pub async fn serve(
     config: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
+    config.validate()?;
     let scheduler =
         upstream::Scheduler::connect_lazy(&config.scheduler_url, config.connect_timeout)?;
     let scheduler_url = config.scheduler_url.clone();
