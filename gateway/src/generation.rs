@@ -186,10 +186,12 @@ pub async fn check_lora(
     scheduler: &Scheduler,
     model: &str,
     adapter: &str,
-    retry_after_secs: u32,
+    limits: CallLimits,
 ) -> Result<(), ApiError> {
+    let retry_after_secs = limits.retry_after_secs;
+    let remaining = limits.deadline.saturating_duration_since(Instant::now());
     let models = scheduler
-        .list_models()
+        .list_models(remaining)
         .await
         .map_err(|status| ApiError::from_status(&status, model, retry_after_secs))?;
     let served = find_model(&models, model)

@@ -121,20 +121,14 @@ impl AppState {
         } = parsed;
         request.request_id = request_id.to_string();
         let retry_after_secs = self.config.retry_after_secs;
-        if !request.lora.is_empty() {
-            generation::check_lora(
-                &self.scheduler,
-                &request.model,
-                &request.lora,
-                retry_after_secs,
-            )
-            .await?;
-        }
         let limits = CallLimits {
             deadline: arrived + self.config.request_timeout,
             early_error_window: self.config.sse_keep_alive,
             retry_after_secs,
         };
+        if !request.lora.is_empty() {
+            generation::check_lora(&self.scheduler, &request.model, &request.lora, limits).await?;
+        }
         tracing::debug!(request_id, model = %request.model, stream, "sending to scheduler");
         let generation = generation::start(&self.scheduler, request, headers, limits).await?;
         if stream {
