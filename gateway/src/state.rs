@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
@@ -158,7 +158,8 @@ pub fn respond<F: StreamFormat>(
     labels: StreamLabels,
     keep_alive: std::time::Duration,
 ) -> Response {
-    match outcome {
+    let request_id = HeaderValue::from_str(&labels.request_id).ok();
+    let mut response = match outcome {
         Ok((Answer::Complete { text, finished }, format)) => {
             Json(format.complete(&text, &finished)).into_response()
         }
@@ -169,5 +170,10 @@ pub fn respond<F: StreamFormat>(
             log_error(&labels.request_id, &error);
             error.into_response_for(flavor)
         }
+    };
+    // Echoed so a client can quote the id that the logs and traces carry.
+    if let Some(request_id) = request_id {
+        response.headers_mut().insert("x-request-id", request_id);
     }
+    response
 }
