@@ -293,6 +293,15 @@ async fn tool_calls_in_final_event() {
     let (status, json) = cluster.post_json(WORKERS_AI_ROUTE, body).await;
     assert_eq!(status, 200, "{json}");
     assert_eq!(json["result"]["tool_calls"][0]["name"], "get_weather");
+    let sent = cluster.fake.record.last_request();
+    let Some(wick_proto::v1::generate_request::Input::Chat(chat)) = sent.input else {
+        panic!("expected chat input, got {:?}", sent.input);
+    };
+    assert_eq!(chat.messages[0].role, "user");
+    assert_eq!(chat.messages[0].content, "weather in Paris?");
+    assert_eq!(chat.tools[0].name, "get_weather");
+    let parameters: Value = serde_json::from_str(&chat.tools[0].parameters_json).unwrap();
+    assert_eq!(parameters["properties"]["city"]["type"], "string");
     assert_eq!(
         json["result"]["tool_calls"][0]["arguments"]["city"],
         "Paris"
