@@ -38,6 +38,11 @@ pub struct GatewayConfig {
     pub health_service: String,
     /// Timeout of one connection attempt to the scheduler. Default 2 s.
     pub connect_timeout: Duration,
+    /// Time that open requests, long SSE streams included, get to finish
+    /// after the shutdown signal; past it they are cut and their
+    /// generations cancelled. Default 30 s, the Kubernetes default
+    /// termination grace period.
+    pub shutdown_grace: Duration,
     /// `Retry-After` value sent with 429 and 503 responses when the
     /// scheduler gives none, in seconds. Default 1.
     pub retry_after_secs: u32,
@@ -55,6 +60,7 @@ impl Default for GatewayConfig {
             readiness_poll_interval: Duration::from_secs(2),
             health_service: "wick.v1.Generation".to_string(),
             connect_timeout: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(30),
             retry_after_secs: 1,
         }
     }

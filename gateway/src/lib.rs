@@ -81,7 +81,7 @@ pub async fn run(
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes, then lets
-/// open requests finish. The scheduler is connected lazily: when it is
+/// open requests finish for at most `config.shutdown_grace`. The scheduler is connected lazily: when it is
 /// down, the gateway starts anyway and reports not ready.
 ///
 /// # Errors
@@ -97,15 +97,33 @@ pub async fn serve(
     let scheduler =
         upstream::Scheduler::connect_lazy(&config.scheduler_url, config.connect_timeout)?;
     let scheduler_url = config.scheduler_url.clone();
+    let grace = config.shutdown_grace;
     let state = state::AppState::new(config, scheduler);
     let poller = readiness::spawn_poller(state.clone());
-    let app = routes::router(state);
+    let app = routes::router(state.clone());
 
     let local_addr = listener.local_addr().ok();
     tracing::info!(addr = ?local_addr, scheduler = %scheduler_url, "gateway listening");
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = signalled.send(());
+    });
+    // Graceful shutdown waits for every open response, and an SSE stream
+    // can run for minutes, so open generations are ended after the grace
+    // period. Their clients get an error event or a 503.
+    let cutter = tokio::spawn(async move {
+        if on_signal.await.is_ok() {
+            tokio::time::sleep(grace).await;
+            tracing::warn!(
+                grace_secs = grace.as_secs_f64(),
+                "ending open generations at the end of the shutdown grace period"
+            );
+            state.close_generations();
+        }
+    });
+    let result = server.await;
+    cutter.abort();
     poller.abort();
     tracing::info!(addr = ?local_addr, "gateway stopped");
     result.map_err(GatewayError::Serve)

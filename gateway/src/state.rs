@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use wick_proto::v1::Finished;
 
@@ -33,6 +34,9 @@ pub struct AppState {
     /// Whether the last health check found the scheduler serving.
     pub ready: Arc<AtomicBool>,
     next_id: Arc<AtomicU64>,
+    /// Set to true when the shutdown grace period is over, which ends every
+    /// open generation.
+    closing: Arc<watch::Sender<bool>>,
     /// Start time of the process in nanoseconds, so generated ids differ
     /// between gateway replicas and restarts.
     id_prefix: u64,
@@ -54,8 +58,15 @@ impl AppState {
             scheduler,
             ready: Arc::new(AtomicBool::new(false)),
             next_id: Arc::new(AtomicU64::new(0)),
+            closing: Arc::new(watch::Sender::new(false)),
             id_prefix,
         }
+    }
+
+    /// Ends every open generation with an error, so their responses finish
+    /// and the server can stop.
+    pub fn close_generations(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Returns the client's `x-request-id` when it is short printable
@@ -130,7 +141,14 @@ impl AppState {
             generation::check_lora(&self.scheduler, &request.model, &request.lora, limits).await?;
         }
         tracing::debug!(request_id, model = %request.model, stream, "sending to scheduler");
-        let generation = generation::start(&self.scheduler, request, headers, limits).await?;
+        let generation = generation::start(
+            &self.scheduler,
+            request,
+            headers,
+            limits,
+            self.closing.subscribe(),
+        )
+        .await?;
         if stream {
             return Ok(Answer::Stream(Box::new(generation)));
         }

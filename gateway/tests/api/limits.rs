@@ -384,3 +384,43 @@ async fn slow_body_times_out() {
     drop(sender);
     assert_eq!(cluster.fake.record.request_count(), 0);
 }
+
+#[tokio::test]
+async fn shutdown_cuts_streams_after_grace() {
+    let never = std::sync::Arc::new(tokio::sync::Notify::new());
+    let script_never = never.clone();
+    let mut cluster = Cluster::start(
+        move |_| {
+            Script::steps(vec![
+                Step::Delta("one"),
+                Step::WaitFor(script_never.clone()),
+            ])
+        },
+        |config| config.shutdown_grace = Duration::from_millis(200),
+    )
+    .await;
+
+    let response = cluster
+        .post(WORKERS_AI_ROUTE, r#"{"prompt":"hi","stream":true}"#)
+        .await;
+    let mut body = response.bytes_stream();
+    let first = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut body))
+        .await
+        .unwrap();
+    assert!(first.is_some(), "the stream started");
+
+    cluster.shut_down().await;
+    let mut rest = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut body))
+        .await
+        .unwrap()
+    {
+        rest.extend_from_slice(&chunk.unwrap());
+    }
+    let rest = String::from_utf8(rest).unwrap();
+    assert!(rest.contains("the gateway is shutting down"), "{rest:?}");
+    assert!(rest.ends_with("data: [DONE]\n\n"), "{rest:?}");
+
+    let record = cluster.fake.record.clone();
+    assert!(eventually(|| record.dropped.load(std::sync::atomic::Ordering::SeqCst) == 1).await);
+}
