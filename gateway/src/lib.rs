@@ -81,8 +81,10 @@ pub async fn run(
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes, then lets
-/// open requests finish for at most `config.shutdown_grace`. The scheduler is connected lazily: when it is
-/// down, the gateway starts anyway and reports not ready.
+/// open requests finish. Generations still running after
+/// `config.shutdown_grace` end with an error. The scheduler is connected
+/// lazily: when it is down, the gateway starts anyway and reports not
+/// ready.
 ///
 /// # Errors
 /// [`GatewayError::InvalidConfig`] for a setting out of range,
