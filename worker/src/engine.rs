@@ -175,7 +175,10 @@ pub enum ModelSource {
     Gguf(std::path::PathBuf),
     /// A Hugging Face repo id such as `microsoft/phi-2`, found in the local
     /// cache or downloaded.
-    Hub { repo: String, revision: Option<String> },
+    Hub {
+        repo: String,
+        revision: Option<String>,
+    },
 }
 
 /// Device and dtype for loading.

@@ -19,6 +19,6 @@ pub enum LoadError {
 }
 
 pub use engine::{
-    Engine, EngineError, EngineLimits, KvCapacity, LoadOptions, ModelSource, FinishReason, ModelInfo, SampledToken, SamplingParams,
-    SequenceRequest, StepOutput,
+    Engine, EngineError, EngineLimits, FinishReason, KvCapacity, LoadOptions, ModelInfo,
+    ModelSource, SampledToken, SamplingParams, SequenceRequest, StepOutput,
 };
