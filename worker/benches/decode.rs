@@ -119,6 +119,12 @@ fn decode_rates(
 }
 
 fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this
+    // binary without it, and a full run would take minutes and 2 GB there.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("decode: skipped outside `cargo bench`");
+        return;
+    }
     let config = phi2_shaped_config();
     let started = Instant::now();
     let tensors = random_weights(&config, 7).expect("weights generate");
