@@ -1,8 +1,5 @@
 //! The scheduler with real workers running the demo model, over loopback
 //! gRPC only, as a client sees it.
-//!
-//! NOTE: every test here is ignored until the engine lands on this
-//! branch; they passed against the `engine` branch merged locally.
 
 mod common;
 
@@ -62,7 +59,6 @@ fn seeded(text: &str, max_tokens: u32, seed: u64) -> pb::GenerateRequest {
 }
 
 #[tokio::test]
-#[ignore = "needs the engine, which is not merged yet"]
 async fn sixty_four_requests_on_two_workers() {
     let (workers, scheduler) = start(
         &[("c64-a", 4096, 32), ("c64-b", 4096, 32)],
@@ -138,14 +134,12 @@ async fn short_finishes_first(mode: BatchingMode, name: &str) -> bool {
 }
 
 #[tokio::test]
-#[ignore = "needs the engine, which is not merged yet"]
 async fn continuous_batching_lets_short_finish_first() {
     assert!(short_finishes_first(BatchingMode::Continuous, "cont-1").await);
     assert!(!short_finishes_first(BatchingMode::Static, "static-1").await);
 }
 
 #[tokio::test]
-#[ignore = "needs the engine, which is not merged yet"]
 async fn seeded_and_greedy_match_inside_a_batch() {
     let (workers, scheduler) = start(&[("mix-a", 8192, 32)], SchedulerConfig::default()).await;
     let mut client = scheduler.client().await;
@@ -190,7 +184,6 @@ async fn seeded_and_greedy_match_inside_a_batch() {
 }
 
 #[tokio::test]
-#[ignore = "needs the engine, which is not merged yet"]
 async fn preemption_keeps_greedy_outputs() {
     let requests: Vec<pb::GenerateRequest> = (0..6)
         .map(|i| prompt(&format!("Count to {i}"), 40))
@@ -226,7 +219,6 @@ async fn preemption_keeps_greedy_outputs() {
 }
 
 #[tokio::test]
-#[ignore = "needs the engine, which is not merged yet"]
 async fn streamed_text_equals_token_decoding() {
     let (workers, scheduler) = start(&[("unicode", 8192, 32)], SchedulerConfig::default()).await;
     let tokenizer = wick_worker::tokenizer::load_phi2_tokenizer().unwrap();
@@ -254,7 +246,6 @@ async fn streamed_text_equals_token_decoding() {
 }
 
 #[tokio::test]
-#[ignore = "needs the engine, which is not merged yet"]
 async fn dropped_stream_frees_blocks_for_next_request() {
     let (workers, scheduler) = start(&[("drop-1", 4096, 1)], SchedulerConfig::default()).await;
     let mut client = scheduler.client().await;
@@ -284,7 +275,6 @@ async fn dropped_stream_frees_blocks_for_next_request() {
 }
 
 #[tokio::test]
-#[ignore = "needs the engine, which is not merged yet"]
 async fn killed_worker_ends_or_requeues_its_requests() {
     let (mut workers, scheduler) = start(
         &[("kill-a", 4096, 16), ("kill-b", 4096, 16)],
@@ -334,7 +324,6 @@ async fn killed_worker_ends_or_requeues_its_requests() {
 }
 
 #[tokio::test]
-#[ignore = "needs the engine, which is not merged yet"]
 async fn full_queue_rejects_and_accepted_finish() {
     let config = SchedulerConfig {
         max_queue: 2,
@@ -373,7 +362,6 @@ async fn full_queue_rejects_and_accepted_finish() {
 }
 
 #[tokio::test]
-#[ignore = "needs the engine, which is not merged yet"]
 async fn small_budgets_and_long_prompts() {
     let (workers, scheduler) = start(&[("budget-1", 4096, 8)], SchedulerConfig::default()).await;
     let mut client = scheduler.client().await;

@@ -1,7 +1,4 @@
 //! The worker gRPC service around the demo engine, over loopback gRPC.
-//!
-//! NOTE: every test here is ignored until the engine lands on this
-//! branch; they passed against the `engine` branch merged locally.
 
 use std::time::Duration;
 
@@ -133,7 +130,6 @@ async fn free_blocks(client: &mut WorkerClient<Channel>) -> (u32, u32) {
 }
 
 #[tokio::test]
-#[ignore = "needs the engine, which is not merged yet"]
 async fn describe_and_health_report_the_model() {
     use tonic_health::pb::health_client::HealthClient;
     let server = start("svc-describe").await;
@@ -167,7 +163,6 @@ async fn describe_and_health_report_the_model() {
 }
 
 #[tokio::test]
-#[ignore = "needs the engine, which is not merged yet"]
 async fn run_streams_tokens_until_length() {
     let server = start("svc-run").await;
     let mut client = server.client().await;
@@ -184,7 +179,6 @@ async fn run_streams_tokens_until_length() {
 }
 
 #[tokio::test]
-#[ignore = "needs the engine, which is not merged yet"]
 async fn bad_admits_are_rejected() {
     let server = start("svc-reject").await;
     let mut client = server.client().await;
@@ -215,7 +209,6 @@ async fn bad_admits_are_rejected() {
 }
 
 #[tokio::test]
-#[ignore = "needs the engine, which is not merged yet"]
 async fn release_and_stream_end_free_blocks() {
     let server = start("svc-release").await;
     let mut client = server.client().await;
