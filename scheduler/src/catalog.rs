@@ -35,6 +35,9 @@ impl ModelEntry {
     }
 }
 
+/// The model name Workers AI clients send for phi-2.
+pub const WORKERS_AI_PHI2: &str = "@cf/microsoft/phi-2";
+
 #[derive(Debug, Default)]
 pub struct Catalog {
     models: BTreeMap<Arc<str>, Arc<ModelEntry>>,
@@ -127,10 +130,21 @@ impl Catalog {
         self.models
             .get(id)
             .or_else(|| self.models.get(name))
+            .or_else(|| self.workers_ai_fallback(name))
             .cloned()
             .ok_or_else(|| RequestError::UnknownModel {
                 model: name.to_string(),
             })
+    }
+
+    /// Lets the Workers AI name of phi-2 select the first phi-family model
+    /// when no alias target of it is served (the demo model, a local
+    /// copy under another id), so Workers AI clients work unchanged.
+    fn workers_ai_fallback(&self, name: &str) -> Option<&Arc<ModelEntry>> {
+        if name != WORKERS_AI_PHI2 {
+            return None;
+        }
+        self.models.values().find(|entry| entry.family == "phi")
     }
 
     pub fn list(&self) -> pb::ListModelsResponse {
@@ -166,6 +180,7 @@ mod tests {
     fn describe(model_id: &str) -> pb::DescribeResponse {
         pb::DescribeResponse {
             model_id: model_id.to_string(),
+            family: "phi".to_string(),
             kv_block_size: 16,
             kv_blocks_total: 10,
             context_length: 2048,
@@ -198,6 +213,25 @@ mod tests {
         );
         let unknown = catalog.resolve("c/model");
         assert!(matches!(unknown, Err(RequestError::UnknownModel { .. })));
+    }
+
+    #[test]
+    fn workers_ai_name_selects_first_phi_model() {
+        let mut catalog = Catalog::new(BTreeMap::from([(
+            WORKERS_AI_PHI2.to_string(),
+            "microsoft/phi-2".to_string(),
+        )]));
+        let tokenizer = Arc::new(Tokenizer::new(tokenizers::models::bpe::BPE::default()));
+        let mut llama = describe("a/llama");
+        llama.family = "llama".to_string();
+        catalog.add_worker(0, &llama, Arc::clone(&tokenizer));
+        let unknown = catalog.resolve(WORKERS_AI_PHI2);
+        assert!(matches!(unknown, Err(RequestError::UnknownModel { .. })));
+        catalog.add_worker(1, &describe("wick/demo-phi"), tokenizer);
+        assert_eq!(
+            &*catalog.resolve(WORKERS_AI_PHI2).unwrap().id,
+            "wick/demo-phi"
+        );
     }
 
     #[test]
