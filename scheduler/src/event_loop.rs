@@ -154,7 +154,7 @@ impl EventLoop {
             .enqueue(id, Arc::clone(&sequence.model), sequence.tokens());
         match result {
             Ok(()) => {
-                debug!(request_id = %sequence.request_id, sequence_id = id, prompt_tokens = sequence.prompt.len(), "queued");
+                debug!(parent: &sequence.span, request_id = %sequence.request_id, sequence_id = id, prompt_tokens = sequence.prompt.len(), "queued");
                 self.sequences.insert(id, sequence);
                 // A dropped reply means the client left while the request
                 // was on its way here, and its cancellation may already
@@ -179,7 +179,7 @@ impl EventLoop {
         self.admissions += 1;
         sequence.worker = Some(worker);
         sequence.admitted_order = self.admissions;
-        debug!(request_id = %sequence.request_id, sequence_id = id, worker = %self.workers[worker].url, tokens = sequence.tokens(), "admitted");
+        debug!(parent: &sequence.span, request_id = %sequence.request_id, sequence_id = id, worker = %self.workers[worker].url, tokens = sequence.tokens(), "admitted");
         let command = pb::worker_command::Command::Admit(sequence.admit_command());
         // A failed send means the link just broke; its WorkerLost event
         // follows and handles this sequence with the others.
@@ -208,7 +208,7 @@ impl EventLoop {
             Cancelled::Queued | Cancelled::Unknown => {}
         }
         metrics().requests.with_label_values(&["cancelled"]).inc();
-        debug!(request_id = %sequence.request_id, sequence_id = id, "cancelled by the client");
+        debug!(parent: &sequence.span, request_id = %sequence.request_id, sequence_id = id, "cancelled by the client");
     }
 
     fn step(&mut self, worker: usize, step: pb::StepResult) {
@@ -267,7 +267,7 @@ impl EventLoop {
         };
         sequence.worker = None;
         metrics().preemptions.inc();
-        debug!(request_id = %sequence.request_id, sequence_id = id, why, "queued again");
+        debug!(parent: &sequence.span, request_id = %sequence.request_id, sequence_id = id, why, "queued again");
         let model = Arc::clone(&sequence.model);
         self.batcher.requeue_front(id, model, sequence.tokens());
     }
@@ -291,7 +291,7 @@ impl EventLoop {
         // take this sequence.
         self.batcher.finish(id);
         if let Some(mut sequence) = self.sequences.remove(&id) {
-            warn!(request_id = %sequence.request_id, sequence_id = id, worker = %self.workers[worker].url, message = %rejected.message, "worker rejected the sequence");
+            warn!(parent: &sequence.span, request_id = %sequence.request_id, sequence_id = id, worker = %self.workers[worker].url, message = %rejected.message, "worker rejected the sequence");
             let message = format!(
                 "worker {} rejected the request: {}",
                 self.workers[worker].url, rejected.message

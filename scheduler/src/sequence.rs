@@ -55,6 +55,8 @@ pub struct Sequence {
     /// True once a text delta reached the client; from then on the
     /// sequence cannot move to another worker unseen.
     pub streamed: bool,
+    /// The request's span, parent of every log line about it.
+    pub span: tracing::Span,
     decoder: IncrementalDecoder,
     stop: StopMatcher,
     events: EventSender,
@@ -83,6 +85,8 @@ pub struct NewSequence {
 
 impl Sequence {
     pub fn new(new: NewSequence) -> Self {
+        let span =
+            tracing::info_span!("request", request_id = %new.request_id, sequence_id = new.id);
         Sequence {
             id: new.id,
             request_id: new.request_id,
@@ -96,6 +100,7 @@ impl Sequence {
             worker: None,
             admitted_order: 0,
             streamed: false,
+            span,
             decoder: IncrementalDecoder::new(new.tokenizer),
             stop: StopMatcher::new(new.stop),
             events: new.events,
@@ -248,7 +253,7 @@ impl Sequence {
             .trim_start_matches("FINISH_REASON_")
             .to_ascii_lowercase();
         metrics().requests.with_label_values(&[&outcome]).inc();
-        debug!(request_id = %self.request_id, completion_tokens, outcome, "finished");
+        debug!(parent: &self.span, request_id = %self.request_id, completion_tokens, outcome, "finished");
         if self.send(pb::generate_event::Event::Finished(finished)) {
             return Progress::ClientGone;
         }
