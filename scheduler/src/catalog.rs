@@ -147,22 +147,31 @@ impl Catalog {
         self.models.values().find(|entry| entry.family == "phi")
     }
 
+    /// Returns every name besides its id that selects `entry`: its
+    /// aliases, and the Workers AI name of phi-2 when it falls back to it.
+    fn aliases_of(&self, entry: &ModelEntry) -> Vec<String> {
+        let mut names: Vec<&str> = self.aliases.keys().map(String::as_str).collect();
+        if !self.aliases.contains_key(WORKERS_AI_PHI2) {
+            names.push(WORKERS_AI_PHI2);
+        }
+        names
+            .into_iter()
+            .filter(|name| *name != &*entry.id)
+            .filter(|name| {
+                self.resolve(name)
+                    .is_ok_and(|found| Arc::ptr_eq(&found.id, &entry.id))
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
     pub fn list(&self) -> pb::ListModelsResponse {
-        let default = self.models.keys().next().cloned();
         let models = self
             .models
             .values()
             .map(|entry| pb::ModelInfo {
                 id: entry.id.to_string(),
-                aliases: self
-                    .aliases
-                    .iter()
-                    .filter(|(_, id)| {
-                        let is_default = id.is_empty() && default.as_ref() == Some(&entry.id);
-                        id.as_str() == &*entry.id || is_default
-                    })
-                    .map(|(alias, _)| alias.clone())
-                    .collect(),
+                aliases: self.aliases_of(entry),
                 context_length: entry.context_length as u32,
                 workers: entry.worker_kv_tokens.len() as u32,
                 lora_adapters: entry.lora_adapters.clone(),
