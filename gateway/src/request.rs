@@ -1,5 +1,5 @@
 //! Turning a schema-valid body into a `GenerateRequest`, with the rules the
-//! schema leaves open (documented in `gateway/README.md`):
+//! schema leaves open (documented in `docs/api.md`):
 //!
 //! - `max_tokens` must be at least 1 and fit in 32 bits. The scheduler
 //!   checks that it fits the context beside the prompt (400 either way).
