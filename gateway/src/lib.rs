@@ -40,6 +40,7 @@ pub mod workers_ai;
 use std::future::Future;
 use std::net::SocketAddr;
 
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 
 pub use config::GatewayConfig;
@@ -107,6 +108,13 @@ pub async fn serve(
     let local_addr = listener.local_addr().ok();
     tracing::info!(addr = ?local_addr, scheduler = %scheduler_url, "gateway listening");
     let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+    // Each SSE event is a small write; without TCP_NODELAY, Nagle's
+    // algorithm holds it back until the client's delayed ACK.
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::warn!(%error, "failed to set TCP_NODELAY on a connection");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = signalled.send(());

@@ -21,7 +21,8 @@ use std::sync::Arc;
 use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 use wick_proto::v1 as pb;
@@ -151,7 +152,13 @@ pub async fn serve(
     let result = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(WorkerServer::new(service))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            // Every step sends a few small frames; without TCP_NODELAY,
+            // Nagle's algorithm holds them back until the peer's delayed
+            // ACK, about 40 ms on Linux.
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await;
     let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
     info!(worker = %name, "stopped");
