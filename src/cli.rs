@@ -255,4 +255,17 @@ pub struct DemoModelArgs {
     /// Folder to write config.json, tokenizer.json and model.safetensors to.
     #[arg(long)]
     pub out: PathBuf,
+
+    /// Which model to write: `demo` (the built-in demo model) or
+    /// `phi2-2layer` (phi-2's full width with 2 layers and random weights,
+    /// about 1.7 GB, for benchmarks).
+    #[arg(long, value_enum, default_value_t = DemoPreset::Demo)]
+    pub preset: DemoPreset,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoPreset {
+    Demo,
+    #[value(name = "phi2-2layer")]
+    Phi2TwoLayer,
 }

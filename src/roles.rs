@@ -7,8 +7,8 @@ use tracing::info;
 use wick_worker::{Engine, EngineLimits, KvCapacity, LoadOptions, ModelSource};
 
 use crate::cli::{
-    Batching, Cli, Command, DemoModelArgs, GatewayArgs, HttpArgs, ModelArgs, PolicyArgs,
-    SchedulerArgs, ServeArgs, WorkerArgs,
+    Batching, Cli, Command, DemoModelArgs, DemoPreset, GatewayArgs, HttpArgs, ModelArgs,
+    PolicyArgs, SchedulerArgs, ServeArgs, WorkerArgs,
 };
 use crate::shutdown::{run_with_grace, Shutdown};
 use crate::telemetry;
@@ -34,7 +34,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn demo_model(args: DemoModelArgs) -> anyhow::Result<()> {
-    wick_worker::demo::write_demo_model(&args.out)
+    let preset = match args.preset {
+        DemoPreset::Demo => wick_worker::demo::DemoPreset::Demo,
+        DemoPreset::Phi2TwoLayer => wick_worker::demo::DemoPreset::Phi2TwoLayer,
+    };
+    wick_worker::demo::write_demo_model_as(&args.out, preset)
         .with_context(|| format!("cannot write the demo model to {}", args.out.display()))?;
     println!("wrote the demo model to {}", args.out.display());
     Ok(())

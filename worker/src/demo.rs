@@ -111,9 +111,38 @@ pub fn random_weights(
     Ok(tensors)
 }
 
-fn demo_weights() -> Result<HashMap<String, Tensor>, LoadError> {
-    let config = demo_config();
-    let mut tensors = random_weights(&config, DEMO_SEED).map_err(|source| LoadError::Candle {
+/// Returns the configuration of phi-2 itself (width 2560, 32 heads, MLP
+/// 10240) cut down to 2 layers: the shape that benchmarks use to measure
+/// the cost of real phi-2 layers without its 5.6 GB of weights.
+pub fn phi2_two_layer_config() -> PhiConfig {
+    PhiConfig {
+        hidden_size: 2560,
+        intermediate_size: 10240,
+        num_attention_heads: 32,
+        ..demo_config()
+    }
+}
+
+/// The models `write_demo_model_as` can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoPreset {
+    /// The built-in demo model ([`demo_config`]).
+    Demo,
+    /// phi-2's width with 2 layers ([`phi2_two_layer_config`]).
+    Phi2TwoLayer,
+}
+
+impl DemoPreset {
+    fn config(self) -> PhiConfig {
+        match self {
+            DemoPreset::Demo => demo_config(),
+            DemoPreset::Phi2TwoLayer => phi2_two_layer_config(),
+        }
+    }
+}
+
+fn demo_weights(config: &PhiConfig) -> Result<HashMap<String, Tensor>, LoadError> {
+    let mut tensors = random_weights(config, DEMO_SEED).map_err(|source| LoadError::Candle {
         context: "generating the demo weights".into(),
         source,
     })?;
@@ -133,7 +162,7 @@ fn demo_weights() -> Result<HashMap<String, Tensor>, LoadError> {
 /// Builds the demo model in memory.
 pub fn load_demo_model(device: &Device, dtype: DType) -> Result<(PhiModel, ModelInfo), LoadError> {
     let config = demo_config();
-    let weights = Weights::from_memory(demo_weights()?, device, dtype);
+    let weights = Weights::from_memory(demo_weights(&config)?, device, dtype);
     let model = PhiModel::load(&config, &weights)?;
     let tokenizer_json = phi2_tokenizer_json().to_string();
     let info = model_info(
@@ -152,18 +181,26 @@ pub fn load_demo_model(device: &Device, dtype: DType) -> Result<(PhiModel, Model
 ///
 /// Errors: `Io` naming the file that could not be written.
 pub fn write_demo_model(dir: &Path) -> Result<(), LoadError> {
+    write_demo_model_as(dir, DemoPreset::Demo)
+}
+
+/// Writes the model of `preset` to `dir`, as [`write_demo_model`] does.
+///
+/// Errors: `Io` naming the file that could not be written.
+pub fn write_demo_model_as(dir: &Path, preset: DemoPreset) -> Result<(), LoadError> {
+    let config = preset.config();
     let io_error = |path: &Path| {
         let path = path.to_path_buf();
         move |source| LoadError::Io { path, source }
     };
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-    write_config(&dir.join(CONFIG_FILE), &demo_config())?;
+    write_config(&dir.join(CONFIG_FILE), &config)?;
 
     let tokenizer_path = dir.join(TOKENIZER_FILE);
     std::fs::write(&tokenizer_path, phi2_tokenizer_json()).map_err(io_error(&tokenizer_path))?;
 
     let weights_path = dir.join(SINGLE_FILE);
-    candle_core::safetensors::save(&demo_weights()?, &weights_path).map_err(|source| {
+    candle_core::safetensors::save(&demo_weights(&config)?, &weights_path).map_err(|source| {
         LoadError::Candle {
             context: format!("writing {}", weights_path.display()),
             source,
