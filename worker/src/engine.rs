@@ -5,6 +5,11 @@
 //! every caller is updated in the same change.
 
 use thiserror::Error;
+use tracing::{debug, info};
+
+use crate::kv_cache::{BlockTable, KvCache};
+use crate::phi::PhiModel;
+use crate::sequence::Sequence;
 
 /// Sampling parameters of one sequence, fully resolved (no defaults left).
 #[derive(Debug, Clone, PartialEq)]
@@ -154,13 +159,27 @@ pub enum EngineError {
     InvalidToken { id: u64, token: u32, vocab: usize },
     #[error("sequence {id}: the prompt is empty")]
     EmptyPrompt { id: u64 },
+    #[error(
+        "sequence {id}: max_new_tokens {max_new_tokens} leaves nothing to generate after \
+         {generated} generated tokens; it must be larger"
+    )]
+    NothingToGenerate {
+        id: u64,
+        max_new_tokens: u32,
+        generated: usize,
+    },
     #[error("forward pass failed: {0}")]
     Candle(#[from] candle_core::Error),
 }
 
 /// One model, its paged KV cache and the live sequences.
 pub struct Engine {
-    _private: (),
+    pub(crate) model: PhiModel,
+    pub(crate) info: ModelInfo,
+    pub(crate) limits: EngineLimits,
+    pub(crate) cache: KvCache,
+    /// Live sequences in admission order, so the last is the youngest.
+    pub(crate) sequences: Vec<Sequence>,
 }
 
 /// Where a model comes from.
@@ -175,7 +194,10 @@ pub enum ModelSource {
     Gguf(std::path::PathBuf),
     /// A Hugging Face repo id such as `microsoft/phi-2`, found in the local
     /// cache or downloaded.
-    Hub { repo: String, revision: Option<String> },
+    Hub {
+        repo: String,
+        revision: Option<String>,
+    },
 }
 
 /// Device and dtype for loading.
@@ -204,24 +226,136 @@ impl Engine {
         options: &LoadOptions,
         limits: EngineLimits,
     ) -> Result<Engine, crate::LoadError> {
-        let _ = (source, options, limits);
-        todo!("engine")
+        let (model, info) = crate::loading::load_model(source, options)?;
+        Engine::new(model, info, limits)
     }
 
-    /// Adds a sequence. Fails, changing nothing, when the id is live, the
-    /// prompt is empty, a token is outside the vocabulary, prompt plus
-    /// max_new_tokens exceeds the context, the batch is full, or the free KV
-    /// blocks cannot hold the prompt and generated tokens.
+    /// Wraps a loaded model and allocates its KV cache.
+    ///
+    /// Errors: `InvalidLimits` for a zero limit or a KV capacity below one
+    /// block; `Candle` when the cache cannot be allocated.
+    pub fn new(
+        model: PhiModel,
+        info: ModelInfo,
+        limits: EngineLimits,
+    ) -> Result<Engine, crate::LoadError> {
+        for (name, value) in [
+            ("max_batch_sequences", limits.max_batch_sequences),
+            ("max_step_tokens", limits.max_step_tokens),
+        ] {
+            if value == 0 {
+                return Err(crate::LoadError::InvalidLimits {
+                    reason: format!("{name} is 0 but must be at least 1"),
+                });
+            }
+        }
+        let cache = KvCache::new(
+            model.config().num_hidden_layers,
+            model.kv_width(),
+            limits.block_size,
+            limits.kv_capacity,
+            model.dtype(),
+            model.device(),
+        )?;
+        info!(
+            model = %info.id,
+            kv_blocks = cache.total_blocks(),
+            block_size = limits.block_size,
+            max_batch_sequences = limits.max_batch_sequences,
+            max_step_tokens = limits.max_step_tokens,
+            "engine ready"
+        );
+        Ok(Engine {
+            model,
+            info,
+            limits,
+            cache,
+            sequences: Vec::new(),
+        })
+    }
+
+    /// Adds a sequence and reserves KV blocks for its prompt and generated
+    /// tokens. Fails, changing nothing, when the id is live, the prompt is
+    /// empty, a token is outside the vocabulary, nothing is left to
+    /// generate, prompt plus max_new_tokens exceeds the context, the batch
+    /// is full, or the free KV blocks cannot hold the prompt and generated
+    /// tokens.
     pub fn admit(&mut self, request: SequenceRequest) -> Result<(), EngineError> {
-        let _ = request;
-        todo!("engine")
+        self.check_request(&request)?;
+        let mut block_table = BlockTable::new();
+        let known_tokens = request.prompt.len() + request.generated.len();
+        self.cache
+            .grow(&mut block_table, known_tokens)
+            .map_err(|error| EngineError::OutOfBlocks {
+                id: request.id,
+                needed: error.needed,
+                free: error.free,
+            })?;
+        debug!(
+            sequence_id = request.id,
+            prompt_tokens = request.prompt.len(),
+            generated_tokens = request.generated.len(),
+            kv_blocks_free = self.cache.free_blocks(),
+            "admitted"
+        );
+        self.sequences.push(Sequence::new(request, block_table));
+        Ok(())
+    }
+
+    fn check_request(&self, request: &SequenceRequest) -> Result<(), EngineError> {
+        let id = request.id;
+        if self.sequences.iter().any(|sequence| sequence.id == id) {
+            return Err(EngineError::DuplicateSequence(id));
+        }
+        if request.prompt.is_empty() {
+            return Err(EngineError::EmptyPrompt { id });
+        }
+        let vocab = self.model.config().vocab_size;
+        let all_tokens = request.prompt.iter().chain(&request.generated);
+        if let Some(&token) = all_tokens
+            .into_iter()
+            .find(|&&token| token as usize >= vocab)
+        {
+            return Err(EngineError::InvalidToken { id, token, vocab });
+        }
+        let max_new_tokens = request.max_new_tokens as usize;
+        if request.generated.len() >= max_new_tokens {
+            return Err(EngineError::NothingToGenerate {
+                id,
+                max_new_tokens: request.max_new_tokens,
+                generated: request.generated.len(),
+            });
+        }
+        let tokens = request.prompt.len() + max_new_tokens;
+        if tokens > self.info.context_length {
+            return Err(EngineError::ContextExceeded {
+                id,
+                tokens,
+                context: self.info.context_length,
+            });
+        }
+        if self.sequences.len() >= self.limits.max_batch_sequences {
+            return Err(EngineError::BatchFull {
+                max: self.limits.max_batch_sequences,
+            });
+        }
+        Ok(())
     }
 
     /// Removes a sequence and frees all its KV blocks at once. Returns false
     /// when the id is not live.
     pub fn release(&mut self, id: u64) -> bool {
-        let _ = id;
-        todo!("engine")
+        let Some(index) = self.sequences.iter().position(|sequence| sequence.id == id) else {
+            return false;
+        };
+        let mut sequence = self.sequences.remove(index);
+        self.cache.release(&mut sequence.block_table);
+        debug!(
+            sequence_id = id,
+            kv_blocks_free = self.cache.free_blocks(),
+            "released"
+        );
+        true
     }
 
     /// Runs one forward pass over the batch: the next prefill chunk of
@@ -229,31 +363,36 @@ impl Engine {
     /// Samples a token for every sequence whose prompt is complete.
     /// Preempts the youngest sequences when KV blocks run out.
     pub fn step(&mut self) -> Result<StepOutput, EngineError> {
-        todo!("engine")
+        self.run_step()
     }
 
     /// True while any sequence is live.
     pub fn has_work(&self) -> bool {
-        todo!("engine")
+        !self.sequences.is_empty()
     }
 
     pub fn running_sequences(&self) -> usize {
-        todo!("engine")
+        self.sequences.len()
     }
 
     pub fn kv_blocks_free(&self) -> usize {
-        todo!("engine")
+        self.cache.free_blocks()
     }
 
     pub fn kv_blocks_total(&self) -> usize {
-        todo!("engine")
+        self.cache.total_blocks()
     }
 
     pub fn limits(&self) -> &EngineLimits {
-        todo!("engine")
+        &self.limits
     }
 
     pub fn model_info(&self) -> &ModelInfo {
-        todo!("engine")
+        &self.info
+    }
+
+    /// The model, e.g. to compare its logits with a reference.
+    pub fn model(&self) -> &PhiModel {
+        &self.model
     }
 }
