@@ -21,6 +21,7 @@ pub mod attention;
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod gguf;
 pub mod kv_cache;
 pub mod loading;
 pub mod phi;
