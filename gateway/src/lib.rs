@@ -1,1 +1,108 @@
-//! placeholder
+//! wick's HTTP gateway: the Workers AI and OpenAI-compatible APIs in front
+//! of the scheduler's gRPC `Generate`.
+//!
+//! A request flows through these modules in order:
+//!
+//! - [`routes`]: the router, API-key and metrics layers.
+//! - [`body`]: content type, size limit and JSON parsing.
+//! - [`schema`]: JSON Schema validation (`gateway/schema/*.json`) with
+//!   messages naming the path and the rule.
+//! - [`request`] and [`openai_request`]: schema-valid bodies to
+//!   `GenerateRequest`, with the rules the schema leaves open.
+//! - [`state`], [`generation`] and [`upstream`]: the call to the scheduler,
+//!   its deadline, early errors and event reading.
+//! - [`workers_ai`] and [`openai`]: response bodies and streaming shapes.
+//! - [`sse`]: Server-Sent Events framing, keep-alive and `[DONE]`.
+//! - [`error`]: the one mapping of errors to HTTP statuses and bodies.
+//! - [`auth`], [`readiness`], [`metrics`]: API keys, `/healthz` and
+//!   `/readyz`, Prometheus metrics.
+//!
+//! The `wick` binary builds a [`GatewayConfig`] from its flags and calls
+//! [`run`]; tests call [`serve`] on a listener bound to port 0.
+
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod generation;
+pub mod metrics;
+pub mod openai;
+pub mod openai_request;
+pub mod readiness;
+pub mod request;
+pub mod routes;
+pub mod schema;
+pub mod sse;
+pub mod state;
+pub mod upstream;
+pub mod workers_ai;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+
+pub use config::GatewayConfig;
+pub use error::{ApiError, Flavor};
+
+/// Failures that stop the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("invalid scheduler URL {url:?}: {source}")]
+    InvalidSchedulerUrl {
+        url: String,
+        source: tonic::transport::Error,
+    },
+    #[error("failed to bind the HTTP address {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Binds `config.http_addr` and serves until `shutdown` completes.
+///
+/// # Errors
+/// [`GatewayError::Bind`] when the address cannot be bound, and the errors
+/// of [`serve`].
+pub async fn run(
+    config: GatewayConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    let addr = config.http_addr;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| GatewayError::Bind { addr, source })?;
+    serve(listener, config, shutdown).await
+}
+
+/// Serves the gateway on `listener` until `shutdown` completes, then lets
+/// open requests finish. The scheduler is connected lazily: when it is
+/// down, the gateway starts anyway and reports not ready.
+///
+/// # Errors
+/// [`GatewayError::InvalidSchedulerUrl`] for a malformed scheduler URL and
+/// [`GatewayError::Serve`] when the server fails.
+pub async fn serve(
+    listener: TcpListener,
+    config: GatewayConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    let scheduler =
+        upstream::Scheduler::connect_lazy(&config.scheduler_url, config.connect_timeout)?;
+    let scheduler_url = config.scheduler_url.clone();
+    let state = state::AppState::new(config, scheduler);
+    let poller = readiness::spawn_poller(state.clone());
+    let app = routes::router(state);
+
+    let local_addr = listener.local_addr().ok();
+    tracing::info!(addr = ?local_addr, scheduler = %scheduler_url, "gateway listening");
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    poller.abort();
+    tracing::info!(addr = ?local_addr, "gateway stopped");
+    result.map_err(GatewayError::Serve)
+}

@@ -1,6 +1,11 @@
 //! Paged attention for a flat batch: the per-step index tensors that say
 //! where each token's keys and values go in the KV cache and which slots
 //! each sequence reads, and the attention over them.
+//!
+//! Decode tokens (chunks of one token) are attended together as one padded
+//! batch, which keeps the number of tensor ops per layer independent of
+//! the batch size. Prefill chunks of two or more tokens are attended one
+//! by one with a causal mask.
 
 use candle_core::{DType, Device, Result, Tensor, D};
 
@@ -17,18 +22,29 @@ pub struct SequenceChunk<'a> {
     pub wants_logits: bool,
 }
 
-/// Where one chunk sits in the step's flat tensors.
-struct ChunkLayout {
+/// Where one prefill chunk sits in the step's flat tensors.
+struct PrefillLayout {
     /// First row of the chunk among the step's tokens.
     token_offset: usize,
     len: usize,
-    /// First row of the sequence's context among the gathered slots.
+    /// First row of the sequence's context among `prefill_read_slots`.
     context_offset: usize,
     /// Positions the chunk attends to: everything cached plus the chunk.
     context_len: usize,
-    /// Additive causal mask `[len, context_len]`; None for one token, which
-    /// may see its whole context.
-    mask: Option<Tensor>,
+    /// Additive causal mask `[len, context_len]`.
+    mask: Tensor,
+}
+
+/// The single-token chunks of a step, padded to the longest context.
+struct DecodeBatch {
+    /// Rows of the decode tokens among the step's tokens.
+    rows: Tensor,
+    /// `[count * max_context]` cache slots; padding repeats a valid slot.
+    read_slots: Tensor,
+    /// Additive mask `[count, 1, 1, max_context]` hiding the padding.
+    mask: Tensor,
+    count: usize,
+    max_context: usize,
 }
 
 /// The index tensors of one step, built once and shared by every layer.
@@ -38,12 +54,15 @@ pub struct StepLayout {
     /// `[tokens, kv_width]`: each row repeats the token's cache slot, as
     /// `scatter_set` wants one index per written value.
     write_slots: Tensor,
-    /// Slots of every sequence's context, sequence after sequence.
-    read_slots: Tensor,
-    chunks: Vec<ChunkLayout>,
+    decode: Option<DecodeBatch>,
+    prefill: Vec<PrefillLayout>,
+    /// Slots of every prefill chunk's context, chunk after chunk.
+    prefill_read_slots: Tensor,
+    /// For each token, its row in the attention output (decode rows first,
+    /// then prefill chunks); None when that is already the token order.
+    restore_order: Option<Tensor>,
     /// Rows of the tokens whose logits are needed.
     pub logit_rows: Tensor,
-    pub total_tokens: usize,
 }
 
 impl StepLayout {
@@ -56,50 +75,113 @@ impl StepLayout {
         let mut token_ids = Vec::new();
         let mut positions = Vec::new();
         let mut write_slots = Vec::new();
-        let mut read_slots = Vec::new();
         let mut logit_rows = Vec::new();
-        let mut layouts = Vec::with_capacity(chunks.len());
+        let mut decodes = Vec::new();
+        let mut prefill = Vec::new();
+        let mut prefill_read_slots = Vec::new();
         for chunk in chunks {
+            let token_offset = token_ids.len();
             let len = chunk.tokens.len();
             let end = chunk.start + len;
-            let layout = ChunkLayout {
-                token_offset: token_ids.len(),
-                len,
-                context_offset: read_slots.len(),
-                context_len: end,
-                mask: causal_mask(chunk.start, len, device)?,
-            };
             token_ids.extend_from_slice(chunk.tokens);
             for position in chunk.start..end {
                 positions.push(position as u32);
                 let slot = cache.slot(chunk.block_table, position);
                 write_slots.extend(std::iter::repeat_n(slot, kv_width));
             }
-            read_slots.extend((0..end).map(|position| cache.slot(chunk.block_table, position)));
             if chunk.wants_logits {
-                logit_rows.push((layout.token_offset + len - 1) as u32);
+                logit_rows.push((token_offset + len - 1) as u32);
             }
-            layouts.push(layout);
+            if len == 1 {
+                decodes.push((token_offset, chunk.block_table, end));
+                continue;
+            }
+            prefill.push(PrefillLayout {
+                token_offset,
+                len,
+                context_offset: prefill_read_slots.len(),
+                context_len: end,
+                mask: causal_mask(chunk.start, len, device)?,
+            });
+            prefill_read_slots
+                .extend((0..end).map(|position| cache.slot(chunk.block_table, position)));
         }
+
         let total_tokens = token_ids.len();
+        let mut output_rows: Vec<u32> = decodes.iter().map(|&(row, _, _)| row as u32).collect();
+        for chunk in &prefill {
+            output_rows
+                .extend((chunk.token_offset..chunk.token_offset + chunk.len).map(|row| row as u32));
+        }
+        let restore_order = if output_rows
+            .iter()
+            .enumerate()
+            .all(|(i, &row)| i == row as usize)
+        {
+            None
+        } else {
+            let mut restore = vec![0u32; total_tokens];
+            for (output_row, &token_row) in output_rows.iter().enumerate() {
+                restore[token_row as usize] = output_row as u32;
+            }
+            Some(Tensor::from_vec(restore, total_tokens, device)?)
+        };
         Ok(StepLayout {
             token_ids: Tensor::from_vec(token_ids, total_tokens, device)?,
             positions: Tensor::from_vec(positions, total_tokens, device)?,
             write_slots: Tensor::from_vec(write_slots, (total_tokens, kv_width), device)?,
-            read_slots: Tensor::from_slice(&read_slots, read_slots.len(), device)?,
+            decode: decode_batch(&decodes, cache, device)?,
+            prefill,
+            prefill_read_slots: Tensor::from_slice(
+                &prefill_read_slots,
+                prefill_read_slots.len(),
+                device,
+            )?,
+            restore_order,
             logit_rows: Tensor::from_slice(&logit_rows, logit_rows.len(), device)?,
-            chunks: layouts,
-            total_tokens,
         })
     }
 }
 
+/// Builds the padded decode batch of `(token row, block table, context
+/// length)` entries.
+fn decode_batch(
+    decodes: &[(usize, &BlockTable, usize)],
+    cache: &KvCache,
+    device: &Device,
+) -> Result<Option<DecodeBatch>> {
+    let Some(max_context) = decodes.iter().map(|&(_, _, context)| context).max() else {
+        return Ok(None);
+    };
+    let count = decodes.len();
+    let mut rows = Vec::with_capacity(count);
+    let mut slots = Vec::with_capacity(count * max_context);
+    let mut mask = Vec::with_capacity(count * max_context);
+    for &(row, table, context) in decodes {
+        rows.push(row as u32);
+        slots.extend((0..context).map(|position| cache.slot(table, position)));
+        slots.extend(std::iter::repeat_n(
+            cache.slot(table, 0),
+            max_context - context,
+        ));
+        mask.extend(std::iter::repeat_n(0.0f32, context));
+        mask.extend(std::iter::repeat_n(
+            f32::NEG_INFINITY,
+            max_context - context,
+        ));
+    }
+    Ok(Some(DecodeBatch {
+        rows: Tensor::from_vec(rows, count, device)?,
+        read_slots: Tensor::from_vec(slots, count * max_context, device)?,
+        mask: Tensor::from_vec(mask, (count, 1, 1, max_context), device)?,
+        count,
+        max_context,
+    }))
+}
+
 /// Additive mask that hides from token i of a chunk starting at `start`
 /// every position after `start + i`.
-fn causal_mask(start: usize, len: usize, device: &Device) -> Result<Option<Tensor>> {
-    if len <= 1 {
-        return Ok(None);
-    }
+fn causal_mask(start: usize, len: usize, device: &Device) -> Result<Tensor> {
     let context = start + len;
     let mask: Vec<f32> = (0..len)
         .flat_map(|i| {
@@ -112,7 +194,7 @@ fn causal_mask(start: usize, len: usize, device: &Device) -> Result<Option<Tenso
             })
         })
         .collect();
-    Tensor::from_vec(mask, (len, context), device).map(Some)
+    Tensor::from_vec(mask, (len, context), device)
 }
 
 /// Attention of one layer for the whole step.
@@ -136,23 +218,67 @@ impl PagedAttention<'_> {
         let (key_cache, value_cache) = cache;
         key_cache.scatter_set(&self.layout.write_slots, &key.contiguous()?, 0)?;
         value_cache.scatter_set(&self.layout.write_slots, &value.contiguous()?, 0)?;
-        let keys = key_cache.index_select(&self.layout.read_slots, 0)?;
-        let values = value_cache.index_select(&self.layout.read_slots, 0)?;
 
-        let outputs = self
-            .layout
-            .chunks
-            .iter()
-            .map(|chunk| self.attend(chunk, query, &keys, &values))
-            .collect::<Result<Vec<_>>>()?;
-        Tensor::cat(&outputs, 0)
+        let mut outputs = Vec::with_capacity(self.layout.prefill.len() + 1);
+        if let Some(decode) = &self.layout.decode {
+            outputs.push(self.attend_decode(decode, query, cache)?);
+        }
+        if !self.layout.prefill.is_empty() {
+            let keys = key_cache.index_select(&self.layout.prefill_read_slots, 0)?;
+            let values = value_cache.index_select(&self.layout.prefill_read_slots, 0)?;
+            for chunk in &self.layout.prefill {
+                outputs.push(self.attend_prefill(chunk, query, &keys, &values)?);
+            }
+        }
+        let output = Tensor::cat(&outputs, 0)?;
+        match &self.layout.restore_order {
+            Some(order) => output.index_select(order, 0),
+            None => Ok(output),
+        }
     }
 
-    /// Attention of one chunk over its sequence's context, with the
-    /// softmax in f32 because phi-2's scores overflow f16.
+    /// Scaled dot-product attention over `[batch, heads, rows, head_dim]`
+    /// tensors, with the softmax in f32 because phi-2's scores overflow
+    /// f16. Returns `[batch, heads, rows, head_dim]` in the value dtype.
     fn attend(
         &self,
-        chunk: &ChunkLayout,
+        query: &Tensor,
+        key: &Tensor,
+        value: &Tensor,
+        mask: &Tensor,
+    ) -> Result<Tensor> {
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let query = query.to_dtype(DType::F32)?;
+        let scores = (query.matmul(&key.to_dtype(DType::F32)?.t()?)? * scale)?;
+        let weights = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(mask)?)?;
+        weights.to_dtype(value.dtype())?.matmul(value)
+    }
+
+    fn attend_decode(
+        &self,
+        decode: &DecodeBatch,
+        query: &Tensor,
+        cache: &(Tensor, Tensor),
+    ) -> Result<Tensor> {
+        let (count, heads, head_dim) = (decode.count, self.num_heads, self.head_dim);
+        let query = query
+            .index_select(&decode.rows, 0)?
+            .reshape((count, heads, 1, head_dim))?;
+        let gather = |cache: &Tensor| {
+            cache
+                .index_select(&decode.read_slots, 0)?
+                .reshape((count, decode.max_context, heads, head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let (key, value) = (gather(&cache.0)?, gather(&cache.1)?);
+        self.attend(&query, &key, &value, &decode.mask)?
+            .reshape((count, heads * head_dim))
+    }
+
+    fn attend_prefill(
+        &self,
+        chunk: &PrefillLayout,
         query: &Tensor,
         keys: &Tensor,
         values: &Tensor,
@@ -163,19 +289,10 @@ impl PagedAttention<'_> {
                 .transpose(0, 1)?
                 .contiguous()
         };
-        let query = heads_first(query, chunk.token_offset, chunk.len)?.to_dtype(DType::F32)?;
+        let query = heads_first(query, chunk.token_offset, chunk.len)?;
         let key = heads_first(keys, chunk.context_offset, chunk.context_len)?;
         let value = heads_first(values, chunk.context_offset, chunk.context_len)?;
-
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (query.matmul(&key.to_dtype(DType::F32)?.t()?)? * scale)?;
-        let scores = match &chunk.mask {
-            Some(mask) => scores.broadcast_add(mask)?,
-            None => scores,
-        };
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(value.dtype())?;
-        weights
-            .matmul(&value)?
+        self.attend(&query, &key, &value, &chunk.mask)?
             .transpose(0, 1)?
             .reshape((chunk.len, self.num_heads * self.head_dim))
     }

@@ -175,6 +175,16 @@ pub fn write_demo_model(dir: &Path) -> Result<(), LoadError> {
 ///
 /// Errors: `Io` naming `path`.
 pub fn write_config(path: &Path, config: &PhiConfig) -> Result<(), LoadError> {
+    let text =
+        serde_json::to_string_pretty(&config_json(config)).expect("a JSON value always serializes");
+    std::fs::write(path, text).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `config` as the JSON of a Hugging Face `config.json`.
+pub fn config_json(config: &PhiConfig) -> serde_json::Value {
     let mut json = serde_json::to_value(config).expect("a PhiConfig always serializes");
     // candle's `Activation` serializes as "newgelu"; Hugging Face writes the
     // name its own loader reads.
@@ -183,9 +193,5 @@ pub fn write_config(path: &Path, config: &PhiConfig) -> Result<(), LoadError> {
     }
     json["architectures"] = serde_json::json!(["PhiForCausalLM"]);
     json["model_type"] = "phi".into();
-    let text = serde_json::to_string_pretty(&json).expect("a JSON value always serializes");
-    std::fs::write(path, text).map_err(|source| LoadError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    json
 }

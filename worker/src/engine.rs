@@ -395,4 +395,10 @@ impl Engine {
     pub fn model(&self) -> &PhiModel {
         &self.model
     }
+
+    /// Drops the KV cache and the live sequences and returns the model,
+    /// e.g. to build an engine with other limits.
+    pub fn into_model(self) -> PhiModel {
+        self.model
+    }
 }

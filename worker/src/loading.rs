@@ -186,17 +186,37 @@ pub fn model_info(
         })?],
     };
     Ok(ModelInfo {
-        id: id.to_string(),
-        family: "phi".to_string(),
         tokenizer_json,
         eos_token_ids,
+        ..info_without_tokenizer(id, config, device, dtype)
+    })
+}
+
+/// The `Describe` facts of a phi model that has no tokenizer (benchmarks
+/// and forward-pass tests): the tokenizer text is empty and the
+/// end-of-sequence ids are the config's.
+pub fn info_without_tokenizer(
+    id: &str,
+    config: &PhiConfig,
+    device: &Device,
+    dtype: DType,
+) -> ModelInfo {
+    ModelInfo {
+        id: id.to_string(),
+        family: "phi".to_string(),
+        tokenizer_json: String::new(),
+        eos_token_ids: config
+            .eos_token_id
+            .as_ref()
+            .map(|ids| ids.to_vec())
+            .unwrap_or_default(),
         bos_token_id: config.bos_token_id,
         context_length: config.max_position_embeddings,
         vocab_size: config.vocab_size,
         chat_template: None,
         device: device_name(device),
         dtype: dtype_name(dtype).to_string(),
-    })
+    }
 }
 
 fn device_name(device: &Device) -> String {

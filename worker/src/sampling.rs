@@ -1,47 +1,289 @@
-//! Per-sequence sampling.
+//! Per-sequence sampling: penalties, temperature, top-k, top-p and a
+//! seeded draw.
 //!
-//! CONTRACT (fixed; the engine codes against it). STUB: returns the argmax
-//! until the real sampler lands.
+//! The user-facing rules are in `docs/sampling.md`. In short, for one
+//! sequence's logits:
+//! 1. the repetition penalty (prompt and output tokens, each distinct token
+//!    once), then the frequency and presence penalties (output tokens only);
+//! 2. greedy argmax if temperature <= 0, top_k == 1 or top_p <= 0;
+//! 3. otherwise softmax at the temperature, computed in f64 after
+//!    subtracting the max logit, restricted to the top_k most likely tokens,
+//!    then to the smallest set whose probability reaches top_p;
+//! 4. one draw from a uniform number that depends only on the seed and the
+//!    output index, so a sequence samples the same tokens whatever batch it
+//!    runs in and after a preemption.
+//!
+//! NaN logits are treated as -inf, so they are never picked.
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
 
 use crate::engine::SamplingParams;
+
+/// Nucleus sampling first sorts this many of the most likely tokens, and
+/// four times more each round until their probability reaches top_p, so
+/// that a peaked distribution never sorts the whole vocabulary.
+const NUCLEUS_FIRST_SORT: usize = 64;
 
 /// The tokens a sequence has seen, for the repetition, frequency and
 /// presence penalties.
 #[derive(Debug, Clone, Default)]
 pub struct PenaltyState {
-    _private: (),
+    /// Distinct tokens of prompt and output: the repetition penalty applies
+    /// once to each, however often it occurred.
+    seen: HashSet<u32>,
+    /// How often each token occurs in the output, for the frequency and
+    /// presence penalties, which ignore the prompt.
+    output_counts: HashMap<u32, u32>,
 }
 
 impl PenaltyState {
     /// Starts the state from the prompt tokens, which only the repetition
     /// penalty counts.
     pub fn new(prompt: &[u32]) -> Self {
-        let _ = prompt;
-        PenaltyState { _private: () }
+        PenaltyState {
+            seen: prompt.iter().copied().collect(),
+            output_counts: HashMap::new(),
+        }
     }
 
     /// Records one generated token.
     pub fn push_output(&mut self, token: u32) {
-        let _ = token;
+        self.seen.insert(token);
+        *self.output_counts.entry(token).or_insert(0) += 1;
     }
 }
 
 /// Picks the next token from one sequence's logits, which it may modify in
 /// place. `output_index` is the index of the token being generated among
-/// the sequence's output tokens (0 for the first); with the seed it alone
+/// the sequence's output tokens, 0 for the first. With the seed, it alone
 /// decides the random draw.
+///
+/// Returns 0 for empty logits, so callers must pass the model's full row.
 pub fn sample(
     logits: &mut [f32],
     params: &SamplingParams,
     state: &PenaltyState,
     output_index: usize,
 ) -> u32 {
-    let _ = (params, state, output_index);
+    apply_penalties(logits, params, state);
+    let max = replace_nan_and_find_max(logits);
+    if is_greedy(params) {
+        return argmax(logits);
+    }
+
+    let mut candidates: Vec<u32> = (0..logits.len() as u32).collect();
+    if params.top_k > 0 && (params.top_k as usize) < candidates.len() {
+        keep_top(&mut candidates, params.top_k as usize, logits);
+    }
+
+    // From here on `logits` contains unnormalized probabilities, in [0, 1].
+    let inverse_temperature = 1.0 / f64::from(params.temperature);
+    for &token in &candidates {
+        let logit = &mut logits[token as usize];
+        *logit = scaled_weight(*logit, max, inverse_temperature) as f32;
+    }
+    if params.top_p < 1.0 {
+        keep_nucleus(&mut candidates, logits, f64::from(params.top_p));
+    }
+
+    draw(&candidates, logits, uniform_draw(params.seed, output_index))
+}
+
+/// Returns the uniform number in [0, 1) used for output position `index`
+/// of a sequence with `seed`: SplitMix64 seeded with a mix of `seed`, at
+/// position `index`. It has no state, so batching, preemption and other
+/// sequences cannot change it.
+pub fn uniform_draw(seed: u64, index: usize) -> f64 {
+    const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+    let state = mix64(seed).wrapping_add((index as u64).wrapping_add(1).wrapping_mul(GOLDEN_GAMMA));
+    // The top 53 bits fill an f64 mantissa exactly, so the result is < 1.
+    (mix64(state) >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// The SplitMix64 finalizer: a bijection on u64 that spreads every input
+/// bit over the whole output.
+fn mix64(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn is_greedy(params: &SamplingParams) -> bool {
+    let temperature = params.temperature;
+    temperature.is_nan() || temperature <= 0.0 || params.top_k == 1 || params.top_p <= 0.0
+}
+
+/// Applies the repetition penalty to every distinct token seen, then the
+/// frequency and presence penalties to every generated token. Ids outside
+/// the logits are ignored.
+fn apply_penalties(logits: &mut [f32], params: &SamplingParams, state: &PenaltyState) {
+    let repetition = params.repetition_penalty;
+    // 0 means off, like 1. Negative or NaN penalties are invalid, so they
+    // are left out rather than flipping signs.
+    if repetition > 0.0 && repetition != 1.0 {
+        for &token in &state.seen {
+            if let Some(logit) = logits.get_mut(token as usize) {
+                if *logit > 0.0 {
+                    *logit /= repetition;
+                } else {
+                    *logit *= repetition;
+                }
+            }
+        }
+    }
+
+    let frequency = params.frequency_penalty;
+    let presence = params.presence_penalty;
+    if frequency != 0.0 || presence != 0.0 {
+        for (&token, &count) in &state.output_counts {
+            if let Some(logit) = logits.get_mut(token as usize) {
+                *logit -= count as f32 * frequency + presence;
+            }
+        }
+    }
+}
+
+/// Replaces NaN with -inf and returns the largest logit (-inf if none).
+fn replace_nan_and_find_max(logits: &mut [f32]) -> f32 {
+    let mut max = f32::NEG_INFINITY;
+    for logit in logits.iter_mut() {
+        if logit.is_nan() {
+            *logit = f32::NEG_INFINITY;
+        } else if *logit > max {
+            max = *logit;
+        }
+    }
+    max
+}
+
+/// Returns the index of the largest value. The lowest index wins a tie.
+fn argmax(values: &[f32]) -> u32 {
     let mut best = 0;
-    for (i, value) in logits.iter().enumerate() {
-        if *value > logits[best] {
+    for (i, value) in values.iter().enumerate() {
+        if *value > values[best] {
             best = i;
         }
     }
     best as u32
+}
+
+/// Orders tokens by value, largest first, then by id. The order is total
+/// (no NaN remains), so the selected sets are deterministic.
+fn by_value_descending(values: &[f32]) -> impl Fn(&u32, &u32) -> Ordering + '_ {
+    |a, b| {
+        let (va, vb) = (values[*a as usize], values[*b as usize]);
+        vb.total_cmp(&va).then(a.cmp(b))
+    }
+}
+
+/// Keeps the `k` tokens with the largest values, in no particular order.
+fn keep_top(candidates: &mut Vec<u32>, k: usize, values: &[f32]) {
+    candidates.select_nth_unstable_by(k - 1, by_value_descending(values));
+    candidates.truncate(k);
+}
+
+/// `exp((logit - max) * inverse_temperature)`, in [0, 1]. The max itself
+/// maps to exactly 1. An undefined exponent, such as -inf times 0 at an
+/// infinite temperature, maps to 0, so no input yields NaN.
+fn scaled_weight(logit: f32, max: f32, inverse_temperature: f64) -> f64 {
+    if logit == max {
+        return 1.0;
+    }
+    let exponent = (f64::from(logit) - f64::from(max)) * inverse_temperature;
+    if exponent.is_nan() {
+        0.0
+    } else {
+        exponent.exp()
+    }
+}
+
+/// Keeps the smallest set of most likely tokens whose probability reaches
+/// `top_p`, including the token that crosses the threshold. Sorts only as
+/// many tokens as that needs.
+fn keep_nucleus(candidates: &mut Vec<u32>, weights: &[f32], top_p: f64) {
+    let total: f64 = candidates
+        .iter()
+        .map(|&t| f64::from(weights[t as usize]))
+        .sum();
+    let threshold = top_p * total;
+    let order = by_value_descending(weights);
+
+    let mut sorted = NUCLEUS_FIRST_SORT.min(candidates.len());
+    loop {
+        if sorted < candidates.len() {
+            candidates.select_nth_unstable_by(sorted - 1, &order);
+        }
+        candidates[..sorted].sort_unstable_by(&order);
+
+        let mut cumulative = 0.0;
+        for (i, &token) in candidates[..sorted].iter().enumerate() {
+            cumulative += f64::from(weights[token as usize]);
+            if cumulative >= threshold {
+                candidates.truncate(i + 1);
+                return;
+            }
+        }
+        if sorted == candidates.len() {
+            // Rounding kept the sum just under the threshold: keep them all.
+            return;
+        }
+        sorted = (sorted * 4).min(candidates.len());
+    }
+}
+
+/// Picks the candidate where the cumulative weight first exceeds
+/// `uniform * total`.
+fn draw(candidates: &[u32], weights: &[f32], uniform: f64) -> u32 {
+    let total: f64 = candidates
+        .iter()
+        .map(|&t| f64::from(weights[t as usize]))
+        .sum();
+    let target = uniform * total;
+    let mut cumulative = 0.0;
+    let mut last_possible = candidates.first().copied().unwrap_or(0);
+    for &token in candidates {
+        let weight = f64::from(weights[token as usize]);
+        if weight > 0.0 {
+            last_possible = token;
+        }
+        cumulative += weight;
+        if cumulative > target {
+            return token;
+        }
+    }
+    // Only reached when rounding leaves the sum at or below the target.
+    last_possible
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uniform_draw_in_unit_interval() {
+        for seed in [0, 1, u64::MAX] {
+            for index in [0, 1, 1000, usize::MAX] {
+                let u = uniform_draw(seed, index);
+                assert!((0.0..1.0).contains(&u), "seed {seed} index {index}: {u}");
+            }
+        }
+    }
+
+    #[test]
+    fn nucleus_grows_past_first_sort() {
+        // 1000 equal weights: top_p 0.5 needs 500 tokens, more than the
+        // first round sorts.
+        let weights = vec![1.0f32; 1000];
+        let mut candidates: Vec<u32> = (0..1000).collect();
+        keep_nucleus(&mut candidates, &weights, 0.5);
+        assert_eq!(candidates, (0..500).collect::<Vec<u32>>());
+    }
+
+    #[test]
+    fn draw_skips_zero_weights() {
+        let weights = [0.0f32, 1.0, 0.0];
+        assert_eq!(draw(&[0, 1, 2], &weights, 0.0), 1);
+        assert_eq!(draw(&[0, 1, 2], &weights, 0.999_999), 1);
+    }
 }

@@ -11,8 +11,9 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::phi;
 use wick_worker::config::PhiConfig;
 use wick_worker::demo::{random_weights, write_config};
+use wick_worker::loading::info_without_tokenizer;
 use wick_worker::weights::Weights;
-use wick_worker::{Engine, EngineLimits, ModelInfo, PhiModel};
+use wick_worker::{Engine, EngineLimits, PhiModel};
 
 /// A folder under the system temp dir, removed on drop.
 pub struct TempDir(PathBuf);
@@ -134,25 +135,9 @@ pub fn max_abs_diff(left: &[f32], right: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// Model facts for an engine over a test model, without a tokenizer.
-pub fn test_info(config: &PhiConfig) -> ModelInfo {
-    ModelInfo {
-        id: "test/phi".to_string(),
-        family: "phi".to_string(),
-        tokenizer_json: String::new(),
-        eos_token_ids: vec![],
-        bos_token_id: None,
-        context_length: config.max_position_embeddings,
-        vocab_size: config.vocab_size,
-        chat_template: None,
-        device: "cpu".to_string(),
-        dtype: "f32".to_string(),
-    }
-}
-
 pub fn engine_over(dir: &Path, limits: EngineLimits) -> Engine {
     let model = load_wick_model(dir);
-    let info = test_info(model.config());
+    let info = info_without_tokenizer("test/phi", model.config(), &Device::Cpu, DType::F32);
     Engine::new(model, info, limits).expect("engine builds")
 }
 
@@ -162,4 +147,36 @@ pub fn tokens(seed: u64, len: usize, vocab: usize) -> Vec<u32> {
     (0..len)
         .map(|_| (rng.next_u64() % vocab as u64) as u32)
         .collect()
+}
+
+/// wick's logits `[vocab]` for `tokens` fed as one prefill chunk.
+pub fn wick_logits(model: &PhiModel, tokens: &[u32]) -> Vec<f32> {
+    use wick_worker::attention::SequenceChunk;
+    use wick_worker::kv_cache::{BlockTable, KvCache};
+
+    let config = model.config();
+    let mut cache = KvCache::new(
+        config.num_hidden_layers,
+        model.kv_width(),
+        16,
+        wick_worker::KvCapacity::Tokens(tokens.len()),
+        model.dtype(),
+        model.device(),
+    )
+    .expect("cache allocates");
+    let mut table = BlockTable::new();
+    cache
+        .grow(&mut table, tokens.len())
+        .expect("the cache fits the prompt");
+    let chunk = SequenceChunk {
+        tokens,
+        start: 0,
+        block_table: &table,
+        wants_logits: true,
+    };
+    model
+        .forward(&[chunk], &cache)
+        .and_then(|logits| logits.squeeze(0))
+        .and_then(|logits| logits.to_vec1::<f32>())
+        .expect("forward pass")
 }

@@ -1,0 +1,109 @@
+//! The gateway's client of the scheduler: a lazily connected gRPC channel
+//! for `Generate`, `ListModels` and the standard health check.
+
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use tokio::time::Instant;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Streaming;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use wick_proto::v1::generation_client::GenerationClient;
+use wick_proto::v1::{GenerateEvent, GenerateRequest, ListModelsRequest, ModelInfo};
+
+use crate::GatewayError;
+
+/// W3C trace context headers copied from HTTP to gRPC metadata, so one
+/// trace covers the gateway and the scheduler.
+const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
+
+/// A handle on the scheduler; cheap to clone, all clones share one channel.
+#[derive(Clone, Debug)]
+pub struct Scheduler {
+    generation: GenerationClient<Channel>,
+    health: HealthClient<Channel>,
+}
+
+impl Scheduler {
+    /// Creates the channel without connecting, so a scheduler that is down
+    /// at start only makes the gateway report not ready.
+    ///
+    /// # Errors
+    /// [`GatewayError::InvalidSchedulerUrl`] when `url` is not a valid URI.
+    pub fn connect_lazy(url: &str, connect_timeout: Duration) -> Result<Self, GatewayError> {
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|source| GatewayError::InvalidSchedulerUrl {
+                url: url.to_string(),
+                source,
+            })?
+            .connect_timeout(connect_timeout);
+        let channel = endpoint.connect_lazy();
+        Ok(Self {
+            generation: GenerationClient::new(channel.clone()),
+            health: HealthClient::new(channel),
+        })
+    }
+
+    /// Starts a generation. `headers` are the HTTP request's, for trace
+    /// context; `deadline` is sent as the gRPC timeout.
+    ///
+    /// # Errors
+    /// The scheduler's status when it rejects the request before streaming.
+    pub async fn generate(
+        &self,
+        request: GenerateRequest,
+        headers: &HeaderMap,
+        deadline: Instant,
+    ) -> Result<Streaming<GenerateEvent>, tonic::Status> {
+        let mut call = tonic::Request::new(request);
+        call.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        for name in TRACE_HEADERS {
+            let value = headers.get(name).and_then(|value| value.to_str().ok());
+            if let Some(value) = value.and_then(|value| MetadataValue::try_from(value).ok()) {
+                call.metadata_mut().insert(name, value);
+            }
+        }
+        let response = self.generation.clone().generate(call).await?;
+        Ok(response.into_inner())
+    }
+
+    /// Lists the models the connected workers serve.
+    ///
+    /// # Errors
+    /// The scheduler's status, or UNAVAILABLE when it cannot be reached.
+    pub async fn list_models(&self) -> Result<Vec<ModelInfo>, tonic::Status> {
+        let response = self
+            .generation
+            .clone()
+            .list_models(ListModelsRequest {})
+            .await?;
+        Ok(response.into_inner().models)
+    }
+
+    /// Returns whether the scheduler reports `service` as SERVING.
+    ///
+    /// # Errors
+    /// The status of a failed check (UNAVAILABLE when unreachable,
+    /// NOT_FOUND when the scheduler does not know `service`).
+    pub async fn is_serving(&self, service: &str) -> Result<bool, tonic::Status> {
+        let request = HealthCheckRequest {
+            service: service.to_string(),
+        };
+        let response = self.health.clone().check(request).await?;
+        Ok(response.into_inner().status == ServingStatus::Serving as i32)
+    }
+}
+
+/// Finds a model by id or alias; an empty name selects the first model,
+/// as the scheduler selects its default model for an empty name.
+pub fn find_model<'a>(models: &'a [ModelInfo], name: &str) -> Option<&'a ModelInfo> {
+    if name.is_empty() {
+        return models.first();
+    }
+    models
+        .iter()
+        .find(|model| model.id == name || model.aliases.iter().any(|alias| alias == name))
+}
