@@ -248,6 +248,37 @@ mod tests {
     }
 
     #[test]
+    fn random_ids_match_full_decode() {
+        let tokenizer = phi2();
+        // A fixed linear congruential generator, so the ids are the same on
+        // every run. Half the ids are single-byte tokens (ids 0..256), which
+        // produce many split and invalid UTF-8 sequences.
+        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next_id = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            let value = (state >> 33) as u32;
+            if value % 2 == 0 {
+                value % 256
+            } else {
+                value % 50_295
+            }
+        };
+
+        for case in 0..40 {
+            let ids: Vec<u32> = (0..30).map(|_| next_id()).collect();
+            let full = tokenizer.decode(&ids, true).expect("decode");
+            let expected = full.strip_suffix(REPLACEMENT).unwrap_or(&full);
+            assert_eq!(
+                stream(&tokenizer, &ids).concat(),
+                expected,
+                "case {case}: {ids:?}"
+            );
+        }
+    }
+
+    #[test]
     fn id_without_token_decodes_to_nothing() {
         let tokenizer = phi2();
         let mut decoder = IncrementalDecoder::new(tokenizer.clone());

@@ -204,6 +204,57 @@ mod tests {
     }
 
     #[test]
+    fn random_deltas_match_reference() {
+        // A fixed linear congruential generator over a small alphabet with
+        // multi-byte characters, so stops and near-misses are frequent.
+        let alphabet: Vec<char> = "ab é你🙂".chars().collect();
+        let mut state: u64 = 7;
+        let mut next = |bound: usize| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            (state >> 33) as usize % bound
+        };
+        let stops = ["ab a", "é你", "🙂🙂", "bb"];
+        let cases = 300;
+        let mut stopped_cases = 0;
+
+        for case in 0..cases {
+            let deltas: Vec<String> = (0..12)
+                .map(|_| {
+                    (0..next(4))
+                        .map(|_| alphabet[next(alphabet.len())])
+                        .collect()
+                })
+                .collect();
+            let text = deltas.concat();
+            let first_stop = stops.iter().filter_map(|stop| text.find(stop)).min();
+            let expected = &text[..first_stop.unwrap_or(text.len())];
+
+            let mut m = matcher(&stops);
+            let mut received = String::new();
+            let mut was_stopped = false;
+            for delta in &deltas {
+                match m.push(delta) {
+                    StopOutcome::Continue(sent) => received.push_str(&sent),
+                    StopOutcome::Stopped(sent) => {
+                        received.push_str(&sent);
+                        was_stopped = true;
+                        break;
+                    }
+                }
+            }
+            received.push_str(&m.finish());
+            assert_eq!(received, expected, "case {case}: {deltas:?}");
+            assert_eq!(was_stopped, first_stop.is_some(), "case {case}: {deltas:?}");
+            stopped_cases += usize::from(was_stopped);
+        }
+        // Both outcomes must occur, or the cases test only one path.
+        assert!(stopped_cases > 0, "no case stopped");
+        assert!(stopped_cases < cases, "every case stopped");
+    }
+
+    #[test]
     fn stop_across_held_and_new_text() {
         let mut m = matcher(&["</s>"]);
         assert_eq!(m.push("answer </"), cont("answer "));

@@ -20,10 +20,9 @@ use std::collections::{HashMap, HashSet};
 
 use crate::engine::SamplingParams;
 
-/// Nucleus sampling first sorts this many of the most likely tokens, and
-/// four times more each round until their probability reaches top_p, so
-/// that a peaked distribution never sorts the whole vocabulary.
-const NUCLEUS_FIRST_SORT: usize = 64;
+/// Nucleus sampling narrows the crossing of top_p down to at most this
+/// many tokens by partial selection, then sorts only those.
+const NUCLEUS_SORT_LEN: usize = 64;
 
 /// The tokens a sequence has seen, for the repetition, frequency and
 /// presence penalties.
@@ -59,7 +58,7 @@ impl PenaltyState {
 /// the sequence's output tokens, 0 for the first. With the seed, it alone
 /// decides the random draw.
 ///
-/// Returns 0 for empty logits, so callers must pass the model's full row.
+/// Returns 0 when `logits` is empty.
 pub fn sample(
     logits: &mut [f32],
     params: &SamplingParams,
@@ -67,9 +66,9 @@ pub fn sample(
     output_index: usize,
 ) -> u32 {
     apply_penalties(logits, params, state);
-    let max = replace_nan_and_find_max(logits);
+    let (max, argmax) = replace_nan_and_find_max(logits);
     if is_greedy(params) {
-        return argmax(logits);
+        return argmax;
     }
 
     let mut candidates: Vec<u32> = (0..logits.len() as u32).collect();
@@ -144,28 +143,20 @@ fn apply_penalties(logits: &mut [f32], params: &SamplingParams, state: &PenaltyS
     }
 }
 
-/// Replaces NaN with -inf and returns the largest logit (-inf if none).
-fn replace_nan_and_find_max(logits: &mut [f32]) -> f32 {
+/// Replaces NaN with -inf and returns the largest logit (-inf if none) and
+/// its index. The lowest index wins a tie.
+fn replace_nan_and_find_max(logits: &mut [f32]) -> (f32, u32) {
     let mut max = f32::NEG_INFINITY;
-    for logit in logits.iter_mut() {
+    let mut argmax = 0;
+    for (i, logit) in logits.iter_mut().enumerate() {
         if logit.is_nan() {
             *logit = f32::NEG_INFINITY;
         } else if *logit > max {
             max = *logit;
+            argmax = i;
         }
     }
-    max
-}
-
-/// Returns the index of the largest value. The lowest index wins a tie.
-fn argmax(values: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, value) in values.iter().enumerate() {
-        if *value > values[best] {
-            best = i;
-        }
-    }
-    best as u32
+    (max, argmax as u32)
 }
 
 /// Orders tokens by value, largest first, then by id. The order is total
@@ -199,37 +190,48 @@ fn scaled_weight(logit: f32, max: f32, inverse_temperature: f64) -> f64 {
 }
 
 /// Keeps the smallest set of most likely tokens whose probability reaches
-/// `top_p`, including the token that crosses the threshold. Sorts only as
-/// many tokens as that needs.
+/// `top_p`, including the token that crosses the threshold, in no
+/// particular order.
+///
+/// Finding that set needs no full sort: each round splits the unresolved
+/// range at its middle rank with a partial selection and keeps the half
+/// that contains the crossing, so the work is linear in the vocabulary on
+/// average. Only the last few tokens get sorted.
 fn keep_nucleus(candidates: &mut Vec<u32>, weights: &[f32], top_p: f64) {
-    let total: f64 = candidates
-        .iter()
-        .map(|&t| f64::from(weights[t as usize]))
-        .sum();
+    let weight_of = |token: &u32| f64::from(weights[*token as usize]);
+    let total: f64 = candidates.iter().map(weight_of).sum();
     let threshold = top_p * total;
     let order = by_value_descending(weights);
 
-    let mut sorted = NUCLEUS_FIRST_SORT.min(candidates.len());
-    loop {
-        if sorted < candidates.len() {
-            candidates.select_nth_unstable_by(sorted - 1, &order);
+    // Invariant: every token in `candidates[..low]` ranks above every token
+    // in `candidates[low..]`, `above` is their total weight and stays below
+    // the threshold, and the crossing lies in `candidates[low..high]`.
+    let (mut low, mut high) = (0, candidates.len());
+    let mut above = 0.0;
+    while high - low > NUCLEUS_SORT_LEN {
+        let middle = (high - low) / 2;
+        candidates[low..high].select_nth_unstable_by(middle, &order);
+        let upper_half: f64 = candidates[low..=low + middle].iter().map(weight_of).sum();
+        if above + upper_half >= threshold {
+            high = low + middle + 1;
+        } else {
+            above += upper_half;
+            low += middle + 1;
         }
-        candidates[..sorted].sort_unstable_by(&order);
+    }
 
-        let mut cumulative = 0.0;
-        for (i, &token) in candidates[..sorted].iter().enumerate() {
-            cumulative += f64::from(weights[token as usize]);
-            if cumulative >= threshold {
-                candidates.truncate(i + 1);
-                return;
-            }
-        }
-        if sorted == candidates.len() {
-            // Rounding kept the sum just under the threshold: keep them all.
+    candidates[low..high].sort_unstable_by(&order);
+    for i in low..high {
+        above += weight_of(&candidates[i]);
+        if above >= threshold {
+            candidates.truncate(i + 1);
             return;
         }
-        sorted = (sorted * 4).min(candidates.len());
     }
+    // Reached only when rounding kept the sum of single weights just under
+    // the threshold. The halving found the crossing before `high`, or no
+    // crossing at all, in which case `high` is the full length.
+    candidates.truncate(high);
 }
 
 /// Picks the candidate where the cumulative weight first exceeds
@@ -271,13 +273,41 @@ mod tests {
     }
 
     #[test]
-    fn nucleus_grows_past_first_sort() {
-        // 1000 equal weights: top_p 0.5 needs 500 tokens, more than the
-        // first round sorts.
+    fn nucleus_keeps_lowest_ids_on_ties() {
+        // 1000 equal weights: top_p 0.5 needs 500 tokens, more than one
+        // sorted chunk.
         let weights = vec![1.0f32; 1000];
         let mut candidates: Vec<u32> = (0..1000).collect();
         keep_nucleus(&mut candidates, &weights, 0.5);
+        candidates.sort_unstable();
         assert_eq!(candidates, (0..500).collect::<Vec<u32>>());
+    }
+
+    #[test]
+    fn nucleus_matches_sorted_reference() {
+        let weights: Vec<f32> = (0..5000u32)
+            .map(|i| ((i * 7919) % 4999) as f32 / 4999.0)
+            .collect();
+        for top_p in [0.01, 0.3, 0.5, 0.9, 0.999] {
+            let mut expected: Vec<u32> = (0..5000).collect();
+            expected.sort_unstable_by(by_value_descending(&weights));
+            let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
+            let mut cumulative = 0.0;
+            let cut = expected
+                .iter()
+                .position(|&t| {
+                    cumulative += f64::from(weights[t as usize]);
+                    cumulative >= top_p * total
+                })
+                .expect("threshold reached");
+            expected.truncate(cut + 1);
+            expected.sort_unstable();
+
+            let mut candidates: Vec<u32> = (0..5000).collect();
+            keep_nucleus(&mut candidates, &weights, top_p);
+            candidates.sort_unstable();
+            assert_eq!(candidates, expected, "top_p {top_p}");
+        }
     }
 
     #[test]

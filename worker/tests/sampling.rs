@@ -289,3 +289,20 @@ fn all_negative_infinity_does_not_panic() {
     let token = sample_once(&logits, &params(1.0, 2, 0.9, 1), 0);
     assert!(token < 4);
 }
+
+#[test]
+fn empty_logits_return_zero() {
+    assert_eq!(sample_once(&[], &SamplingParams::greedy(), 0), 0);
+    assert_eq!(sample_once(&[], &params(1.0, 5, 0.5, 1), 0), 0);
+}
+
+#[test]
+fn top_p_on_flat_wide_vocabulary() {
+    // 51200 equal logits: top_p 0.5 keeps the 25600 lowest ids, which takes
+    // several rounds of the partial sort.
+    let logits = vec![0.0f32; 51200];
+    for index in 0..50 {
+        let token = sample_once(&logits, &params(1.0, 0, 0.5, 4), index);
+        assert!(token < 25600, "index {index}: token {token}");
+    }
+}
