@@ -39,6 +39,9 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Write the built-in demo model to a folder in the Hugging Face layout.
     DemoModel(DemoModelArgs),
+    /// Drive a running gateway with concurrent streaming clients and report
+    /// throughput and latency.
+    Bench(wick_bench::BenchArgs),
 }
 
 /// Flags that choose and size a worker's model, shared by `serve` and
@@ -64,7 +67,7 @@ pub struct ModelArgs {
     #[arg(long, env = "WICK_KV_CACHE_TOKENS", default_value_t = 16384)]
     pub kv_cache_tokens: usize,
 
-    /// KV-cache size per worker in bytes; overrides --kv-cache-tokens.
+    /// KV-cache size per worker in bytes. Overrides --kv-cache-tokens.
     #[arg(long, env = "WICK_KV_CACHE_BYTES")]
     pub kv_cache_bytes: Option<u64>,
 
@@ -72,11 +75,11 @@ pub struct ModelArgs {
     #[arg(long, env = "WICK_KV_BLOCK_SIZE", default_value_t = 16)]
     pub kv_block_size: usize,
 
-    /// Most sequences in one worker step.
+    /// Maximum sequences in one worker step.
     #[arg(long, env = "WICK_MAX_BATCH_SEQUENCES", default_value_t = 64)]
     pub max_batch_sequences: usize,
 
-    /// Most tokens (prefill plus decode) in one worker step; longer prompts
+    /// Maximum tokens (prefill plus decode) in one worker step. Longer prompts
     /// are prefilled in chunks.
     #[arg(long, env = "WICK_MAX_STEP_TOKENS", default_value_t = 512)]
     pub max_step_tokens: usize,
@@ -85,7 +88,7 @@ pub struct ModelArgs {
 /// Flags of the scheduler's policy, shared by `serve` and `scheduler`.
 #[derive(Debug, Clone, Args)]
 pub struct PolicyArgs {
-    /// Most requests waiting for a worker; more get RESOURCE_EXHAUSTED
+    /// Maximum requests waiting for a worker; more get RESOURCE_EXHAUSTED
     /// (HTTP 429).
     #[arg(long, env = "WICK_MAX_QUEUE", default_value_t = 256)]
     pub max_queue: usize,
@@ -96,8 +99,8 @@ pub struct PolicyArgs {
     pub batching: Batching,
 
     /// Another name for a served model: `ALIAS` (for the default model) or
-    /// `ALIAS=MODEL_ID`. Repeatable. phi models always answer to
-    /// `@cf/microsoft/phi-2`.
+    /// `ALIAS=MODEL_ID`. Repeatable. Unless an alias takes it, the name
+    /// `@cf/microsoft/phi-2` selects the first phi model.
     #[arg(
         long = "model-alias",
         env = "WICK_MODEL_ALIASES",
@@ -135,7 +138,7 @@ pub struct HttpArgs {
     #[arg(long, env = "WICK_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
 
-    /// Longest time a request may take, in seconds; then 408.
+    /// Maximum time a request may take, in seconds, before it fails with 408.
     #[arg(long, env = "WICK_REQUEST_TIMEOUT_SECS", default_value_t = 300)]
     pub request_timeout_secs: u64,
 }

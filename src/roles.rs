@@ -20,7 +20,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gateway(_) => "wick-gateway",
         Command::Scheduler(_) => "wick-scheduler",
         Command::Worker(_) => "wick-worker",
-        Command::DemoModel(_) => "wick",
+        Command::DemoModel(_) | Command::Bench(_) => "wick",
     };
     let _telemetry = telemetry::init(cli.log_format, service)?;
     match cli.command {
@@ -29,6 +29,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scheduler(args) => scheduler(args).await,
         Command::Worker(args) => worker(args).await,
         Command::DemoModel(args) => demo_model(args),
+        Command::Bench(args) => wick_bench::run(args).await,
     }
 }
 

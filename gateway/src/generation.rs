@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use axum::http::HeaderMap;
+use tokio::sync::watch;
 use tokio::time::{timeout, timeout_at, Instant};
 use tonic::Streaming;
 use wick_proto::v1::generate_event::Event;
@@ -34,6 +35,9 @@ pub struct Generation {
     events: Streaming<GenerateEvent>,
     deadline: Instant,
     retry_after_secs: u32,
+    /// Becomes true when the gateway's shutdown grace period is over, which
+    /// ends the generation with an error.
+    closing: watch::Receiver<bool>,
     done: bool,
 }
 
@@ -58,6 +62,7 @@ pub async fn start(
     request: GenerateRequest,
     headers: &HeaderMap,
     limits: CallLimits,
+    closing: watch::Receiver<bool>,
 ) -> Result<Generation, ApiError> {
     let model = request.model.clone();
     let retry = limits.retry_after_secs;
@@ -84,6 +89,7 @@ pub async fn start(
         events,
         deadline: limits.deadline,
         retry_after_secs: retry,
+        closing,
         done: false,
     })
 }
@@ -131,7 +137,15 @@ impl Generation {
         while !self.done {
             let event = match self.first.take() {
                 Some(event) => Ok(Ok(Some(event))),
-                None => timeout_at(self.deadline, self.events.message()).await,
+                None => {
+                    tokio::select! {
+                        event = timeout_at(self.deadline, self.events.message()) => event,
+                        _ = self.closing.wait_for(|closing| *closing) => {
+                            self.done = true;
+                            return Some(Chunk::Failed(shutdown_error(self.retry_after_secs)));
+                        }
+                    }
+                }
             };
             let chunk = match event {
                 Err(_) => Chunk::Failed(deadline_error()),
@@ -186,10 +200,12 @@ pub async fn check_lora(
     scheduler: &Scheduler,
     model: &str,
     adapter: &str,
-    retry_after_secs: u32,
+    limits: CallLimits,
 ) -> Result<(), ApiError> {
+    let retry_after_secs = limits.retry_after_secs;
+    let remaining = limits.deadline.saturating_duration_since(Instant::now());
     let models = scheduler
-        .list_models()
+        .list_models(remaining)
         .await
         .map_err(|status| ApiError::from_status(&status, model, retry_after_secs))?;
     let served = find_model(&models, model)
@@ -207,6 +223,13 @@ pub async fn check_lora(
 fn deadline_error() -> ApiError {
     ApiError::Timeout {
         message: "the gateway's request timeout passed".to_string(),
+    }
+}
+
+fn shutdown_error(retry_after_secs: u32) -> ApiError {
+    ApiError::Unavailable {
+        message: "the gateway is shutting down".to_string(),
+        retry_after_secs,
     }
 }
 

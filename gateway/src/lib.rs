@@ -48,6 +48,8 @@ pub use error::{ApiError, Flavor};
 /// Failures that stop the gateway.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    #[error("invalid gateway setting {field}: {reason}")]
+    InvalidConfig { field: &'static str, reason: String },
     #[error("invalid scheduler URL {url:?}: {source}")]
     InvalidSchedulerUrl {
         url: String,
@@ -79,10 +81,13 @@ pub async fn run(
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes, then lets
-/// open requests finish. The scheduler is connected lazily: when it is
-/// down, the gateway starts anyway and reports not ready.
+/// open requests finish. Generations still running after
+/// `config.shutdown_grace` end with an error. The scheduler is connected
+/// lazily: when it is down, the gateway starts anyway and reports not
+/// ready.
 ///
 /// # Errors
+/// [`GatewayError::InvalidConfig`] for a setting out of range,
 /// [`GatewayError::InvalidSchedulerUrl`] for a malformed scheduler URL and
 /// [`GatewayError::Serve`] when the server fails.
 pub async fn serve(
@@ -90,18 +95,37 @@ pub async fn serve(
     config: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
+    config.validate()?;
     let scheduler =
         upstream::Scheduler::connect_lazy(&config.scheduler_url, config.connect_timeout)?;
     let scheduler_url = config.scheduler_url.clone();
+    let grace = config.shutdown_grace;
     let state = state::AppState::new(config, scheduler);
     let poller = readiness::spawn_poller(state.clone());
-    let app = routes::router(state);
+    let app = routes::router(state.clone());
 
     let local_addr = listener.local_addr().ok();
     tracing::info!(addr = ?local_addr, scheduler = %scheduler_url, "gateway listening");
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = signalled.send(());
+    });
+    // Graceful shutdown waits for every open response, and an SSE stream
+    // can run for minutes, so open generations are ended after the grace
+    // period. Their clients get an error event or a 503.
+    let cutter = tokio::spawn(async move {
+        if on_signal.await.is_ok() {
+            tokio::time::sleep(grace).await;
+            tracing::warn!(
+                grace_secs = grace.as_secs_f64(),
+                "ending open generations at the end of the shutdown grace period"
+            );
+            state.close_generations();
+        }
+    });
+    let result = server.await;
+    cutter.abort();
     poller.abort();
     tracing::info!(addr = ?local_addr, "gateway stopped");
     result.map_err(GatewayError::Serve)

@@ -85,7 +85,11 @@ async fn handle(
 
 /// Handles `GET /v1/models`: every model id and alias the workers serve.
 pub async fn models(State(state): State<AppState>) -> Response {
-    match state.scheduler.list_models().await {
+    match state
+        .scheduler
+        .list_models(state.config.request_timeout)
+        .await
+    {
         Ok(models) => {
             let entries = models.iter().flat_map(|model| {
                 std::iter::once(&model.id).chain(&model.aliases).map(

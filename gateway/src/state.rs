@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use wick_proto::v1::Finished;
 
@@ -33,6 +34,9 @@ pub struct AppState {
     /// Whether the last health check found the scheduler serving.
     pub ready: Arc<AtomicBool>,
     next_id: Arc<AtomicU64>,
+    /// Set to true when the shutdown grace period is over, which ends every
+    /// open generation.
+    closing: Arc<watch::Sender<bool>>,
     /// Start time of the process in nanoseconds, so generated ids differ
     /// between gateway replicas and restarts.
     id_prefix: u64,
@@ -54,8 +58,15 @@ impl AppState {
             scheduler,
             ready: Arc::new(AtomicBool::new(false)),
             next_id: Arc::new(AtomicU64::new(0)),
+            closing: Arc::new(watch::Sender::new(false)),
             id_prefix,
         }
+    }
+
+    /// Ends every open generation with an error, so their responses finish
+    /// and the server can stop.
+    pub fn close_generations(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Returns the client's `x-request-id` when it is short printable
@@ -121,22 +132,23 @@ impl AppState {
         } = parsed;
         request.request_id = request_id.to_string();
         let retry_after_secs = self.config.retry_after_secs;
-        if !request.lora.is_empty() {
-            generation::check_lora(
-                &self.scheduler,
-                &request.model,
-                &request.lora,
-                retry_after_secs,
-            )
-            .await?;
-        }
         let limits = CallLimits {
             deadline: arrived + self.config.request_timeout,
             early_error_window: self.config.sse_keep_alive,
             retry_after_secs,
         };
+        if !request.lora.is_empty() {
+            generation::check_lora(&self.scheduler, &request.model, &request.lora, limits).await?;
+        }
         tracing::debug!(request_id, model = %request.model, stream, "sending to scheduler");
-        let generation = generation::start(&self.scheduler, request, headers, limits).await?;
+        let generation = generation::start(
+            &self.scheduler,
+            request,
+            headers,
+            limits,
+            self.closing.subscribe(),
+        )
+        .await?;
         if stream {
             return Ok(Answer::Stream(Box::new(generation)));
         }
@@ -164,7 +176,8 @@ pub fn respond<F: StreamFormat>(
     labels: StreamLabels,
     keep_alive: std::time::Duration,
 ) -> Response {
-    match outcome {
+    let request_id = HeaderValue::from_str(&labels.request_id).ok();
+    let mut response = match outcome {
         Ok((Answer::Complete { text, finished }, format)) => {
             Json(format.complete(&text, &finished)).into_response()
         }
@@ -175,5 +188,10 @@ pub fn respond<F: StreamFormat>(
             log_error(&labels.request_id, &error);
             error.into_response_for(flavor)
         }
+    };
+    // Echoed so a client can quote the id that the logs and traces carry.
+    if let Some(request_id) = request_id {
+        response.headers_mut().insert("x-request-id", request_id);
     }
+    response
 }

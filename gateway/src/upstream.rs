@@ -70,16 +70,20 @@ impl Scheduler {
         Ok(response.into_inner())
     }
 
-    /// Lists the models the connected workers serve.
+    /// Lists the models the connected workers serve, waiting at most
+    /// `timeout`.
     ///
     /// # Errors
-    /// The scheduler's status, or UNAVAILABLE when it cannot be reached.
-    pub async fn list_models(&self) -> Result<Vec<ModelInfo>, tonic::Status> {
-        let response = self
-            .generation
-            .clone()
-            .list_models(ListModelsRequest {})
-            .await?;
+    /// The scheduler's status, UNAVAILABLE when it cannot be reached, or
+    /// DEADLINE_EXCEEDED past `timeout`.
+    pub async fn list_models(&self, timeout: Duration) -> Result<Vec<ModelInfo>, tonic::Status> {
+        let mut request = tonic::Request::new(ListModelsRequest {});
+        request.set_timeout(timeout);
+        let mut client = self.generation.clone();
+        let call = client.list_models(request);
+        let response = tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| tonic::Status::deadline_exceeded("ListModels timed out"))??;
         Ok(response.into_inner().models)
     }
 

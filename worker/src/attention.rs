@@ -1,6 +1,6 @@
-//! Paged attention for a flat batch: the per-step index tensors that say
-//! where each token's keys and values go in the KV cache and which slots
-//! each sequence reads, and the attention over them.
+//! Paged attention for a flat batch: the per-step index tensors that map
+//! each token to its KV cache slot and list the slots each sequence reads,
+//! and the attention over them.
 //!
 //! Decode tokens (chunks of one token) are attended together as one padded
 //! batch, which keeps the number of tensor ops per layer independent of
@@ -14,7 +14,7 @@ use crate::kv_cache::{BlockTable, KvCache};
 /// One sequence's share of a step: a prefill chunk or one decode token.
 pub struct SequenceChunk<'a> {
     pub tokens: &'a [u32],
-    /// Position of `tokens[0]`; the cache holds every position before it.
+    /// Position of `tokens[0]`. The cache contains every position before it.
     pub start: usize,
     /// Must already cover `start + tokens.len()` positions.
     pub block_table: &'a BlockTable,
@@ -22,7 +22,7 @@ pub struct SequenceChunk<'a> {
     pub wants_logits: bool,
 }
 
-/// Where one prefill chunk sits in the step's flat tensors.
+/// The rows of one prefill chunk in the step's flat tensors.
 struct PrefillLayout {
     /// First row of the chunk among the step's tokens.
     token_offset: usize,

@@ -26,7 +26,7 @@ const DEMO_SEED: u64 = 0x5eed_d3e0;
 /// vocabulary of 51200, decode to nothing.
 const PHI2_TOKENIZER_TOKENS: usize = 50295;
 
-/// The demo configuration: phi-2's vocabulary, context and rotary layout
+/// Returns the demo configuration: phi-2's vocabulary, context and rotary layout
 /// with 2 layers of width 128.
 pub fn demo_config() -> PhiConfig {
     PhiConfig {
@@ -66,7 +66,7 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
-    /// A uniform draw from [-bound, bound).
+    /// Draws a value uniformly from [-bound, bound).
     pub fn uniform(&mut self, bound: f32) -> f32 {
         let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
         (2.0 * unit - 1.0) * bound

@@ -1,8 +1,9 @@
 //! The engine contract: the worker service drives a model only through this.
 //!
-//! CONTRACT (fixed; other crates code against it). The bodies are filled in
-//! by the engine work; types and signatures stay as written here unless
-//! every caller is updated in the same change.
+//! CONTRACT (fixed; other crates code against it): types and signatures
+//! stay as written here unless every caller is updated in the same change.
+//! The step itself lives in `step`, the model in `phi`, loading in
+//! `loading`.
 
 use thiserror::Error;
 use tracing::{debug, info};
@@ -275,11 +276,11 @@ impl Engine {
     }
 
     /// Adds a sequence and reserves KV blocks for its prompt and generated
-    /// tokens. Fails, changing nothing, when the id is live, the prompt is
-    /// empty, a token is outside the vocabulary, nothing is left to
-    /// generate, prompt plus max_new_tokens exceeds the context, the batch
-    /// is full, or the free KV blocks cannot hold the prompt and generated
-    /// tokens.
+    /// tokens. On failure nothing changes. It fails when the id is live, the
+    /// prompt is empty, or a token is outside the vocabulary. It also fails
+    /// when nothing is left to generate, when prompt plus max_new_tokens
+    /// exceeds the context, when the batch is full, or when the free KV
+    /// blocks cannot hold the prompt and generated tokens.
     pub fn admit(&mut self, request: SequenceRequest) -> Result<(), EngineError> {
         self.check_request(&request)?;
         let mut block_table = BlockTable::new();
@@ -310,6 +311,7 @@ impl Engine {
         if request.prompt.is_empty() {
             return Err(EngineError::EmptyPrompt { id });
         }
+
         let vocab = self.model.config().vocab_size;
         let all_tokens = request.prompt.iter().chain(&request.generated);
         if let Some(&token) = all_tokens
@@ -318,6 +320,7 @@ impl Engine {
         {
             return Err(EngineError::InvalidToken { id, token, vocab });
         }
+
         let max_new_tokens = request.max_new_tokens as usize;
         if request.generated.len() >= max_new_tokens {
             return Err(EngineError::NothingToGenerate {
@@ -334,6 +337,7 @@ impl Engine {
                 context: self.info.context_length,
             });
         }
+
         if self.sequences.len() >= self.limits.max_batch_sequences {
             return Err(EngineError::BatchFull {
                 max: self.limits.max_batch_sequences,
@@ -391,7 +395,7 @@ impl Engine {
         &self.info
     }
 
-    /// The model, e.g. to compare its logits with a reference.
+    /// Returns the model, e.g. to compare its logits with a reference.
     pub fn model(&self) -> &PhiModel {
         &self.model
     }

@@ -129,7 +129,7 @@ impl KvCache {
         self.free.extend(table.drain(..).rev());
     }
 
-    /// The slot of the token at `position` of a sequence with `table`.
+    /// Returns the slot of the token at `position` of a sequence with `table`.
     pub fn slot(&self, table: &BlockTable, position: usize) -> u32 {
         table[position / self.block_size] * self.block_size as u32
             + (position % self.block_size) as u32

@@ -8,6 +8,8 @@
 //!   device and dtype options; turns a source into a model and its info.
 //! - `demo`: the built-in demo model and [`demo::write_demo_model`].
 //! - `kv_cache`: the paged KV cache: block allocator and per-layer storage.
+//! - `attention`: the per-step index tensors and paged attention: decode
+//!   tokens as one padded batch, prefill chunks one by one.
 //! - `phi`: [`PhiModel`], the batched phi forward pass over the KV cache.
 //! - `sequence`: the state of one live sequence inside the engine.
 //! - `step`: step planning (decode first, then prefill chunks), preemption,

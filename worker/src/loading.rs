@@ -192,7 +192,7 @@ pub fn model_info(
     })
 }
 
-/// The `Describe` facts of a phi model that has no tokenizer (benchmarks
+/// Builds the `Describe` facts of a phi model that has no tokenizer (benchmarks
 /// and forward-pass tests): the tokenizer text is empty and the
 /// end-of-sequence ids are the config's.
 pub fn info_without_tokenizer(
@@ -235,8 +235,8 @@ fn dtype_name(dtype: DType) -> &'static str {
     }
 }
 
-/// True when `HF_HUB_OFFLINE` asks for the local cache only, as the Hugging
-/// Face Python libraries read it.
+/// Returns true when `HF_HUB_OFFLINE` selects the local cache only, with the
+/// values the Hugging Face Python libraries accept.
 fn hub_offline() -> bool {
     std::env::var("HF_HUB_OFFLINE")
         .is_ok_and(|value| matches!(value.as_str(), "1" | "true" | "TRUE" | "ON" | "on" | "yes"))
@@ -281,6 +281,19 @@ pub fn resolve_hub_repo(
             "HF_HUB_OFFLINE is set, so nothing is downloaded".into(),
         ));
     }
+    download_hub_repo(hub_repo, cache, unavailable)
+}
+
+/// Downloads the config, tokenizer and weights (every shard) of a hub
+/// repository into `cache` and returns its snapshot folder.
+///
+/// NOTE: no test runs this path, because tests never reach a hub; only the
+/// cache lookup and the offline error are tested.
+fn download_hub_repo(
+    hub_repo: hf_hub::Repo,
+    cache: &hf_hub::Cache,
+    unavailable: impl Fn(String) -> LoadError,
+) -> Result<PathBuf, LoadError> {
     let api = hf_hub::api::sync::ApiBuilder::from_cache(cache.clone())
         .build()
         .map_err(|error| unavailable(error.to_string()))?;

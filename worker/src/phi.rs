@@ -3,8 +3,8 @@
 //!
 //! Each block runs a LayerNorm whose output feeds attention and the MLP in
 //! parallel; their sum is added to the residual stream. Projections, the
-//! MLP and `lm_head` are one matrix product over all tokens of the step;
-//! attention reads each sequence's keys and values from the paged KV cache
+//! MLP and `lm_head` are one matrix product over all tokens of the step.
+//! Attention reads each sequence's keys and values from the paged KV cache
 //! (see `attention`). Weight names are Hugging Face's.
 
 use candle_core::{DType, Device, Module, Tensor};
@@ -37,12 +37,15 @@ struct PhiLayer {
     fc1: Linear,
     fc2: Linear,
     activation: Activation,
-    /// Per-head LayerNorms over queries and keys (`qk_layernorm`).
+    /// Per-head LayerNorms over queries and keys (`qk_layernorm`), over each
+    /// head's `head_dim` values as their weight shape implies.
+    /// NOTE: candle-transformers 0.11 applies them to the whole
+    /// `hidden_size` row, so parity with it is tested with one head only.
     q_layernorm: Option<LayerNorm>,
     k_layernorm: Option<LayerNorm>,
 }
 
-/// Every tensor a phi model with `config` reads, with its shape.
+/// Lists every tensor a phi model with `config` reads, with its shape.
 pub fn tensor_shapes(config: &PhiConfig) -> Vec<(String, Vec<usize>)> {
     let hidden = config.hidden_size;
     let mut shapes = vec![
@@ -268,11 +271,23 @@ impl PhiModel {
     /// Runs one step over `chunks`, writing their keys and values into
     /// `cache`, and returns f32 logits `[n, vocab]` for the n chunks that
     /// want them, in chunk order.
+    ///
+    /// Errors: a chunk that reaches past the context, or a failed tensor op.
     pub fn forward(
         &self,
         chunks: &[SequenceChunk<'_>],
         cache: &KvCache,
     ) -> candle_core::Result<Tensor> {
+        let context = self.config.max_position_embeddings;
+        for chunk in chunks {
+            let end = chunk.start + chunk.tokens.len();
+            if end > context {
+                candle_core::bail!(
+                    "position {} is past the model's context of {context} positions",
+                    end - 1
+                );
+            }
+        }
         let layout = StepLayout::new(chunks, cache, self.kv_width(), self.device())?;
         let cos = self.cos.index_select(&layout.positions, 0)?;
         let sin = self.sin.index_select(&layout.positions, 0)?;

@@ -1,7 +1,7 @@
 //! Named tensors for building a model: from one `model.safetensors`, from
 //! shards listed in `model.safetensors.index.json`, or from memory (the
 //! demo model). Every lookup checks the name, shape and dtype, and errors
-//! name the file that holds the tensor.
+//! name the file that contains the tensor.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -47,7 +47,7 @@ fn run(engine: &mut Engine) -> HashMap<u64, Vec<u32>> {
             break;
         }
         let step = engine.step().expect("step runs");
-        assert!(step.preempted.is_empty(), "the default cache fits the test");
+        assert!(step.preempted.is_empty(), "the cache fits the run");
         for token in step.tokens {
             outputs
                 .entry(token.sequence_id)
@@ -100,4 +100,56 @@ fn seeded_output_ignores_batch() {
     }
     let outputs = run(&mut batched);
     assert_eq!(outputs[&3], expected);
+}
+
+#[test]
+fn seeded_output_survives_preemption() {
+    let mut alone = demo_engine();
+    alone.admit(sampled(1, 77, 12)).expect("admits");
+    let expected = run(&mut alone).remove(&1).expect("sampled");
+
+    // 7 blocks of 4 tokens. Each sequence grows to 4 blocks (prompts of 4
+    // and 5 tokens plus 11 fed outputs), so the younger one is preempted.
+    let limits = EngineLimits {
+        block_size: 4,
+        kv_capacity: wick_worker::KvCapacity::Tokens(28),
+        ..EngineLimits::default()
+    };
+    let mut engine = Engine::load(&ModelSource::Demo, &LoadOptions::default(), limits)
+        .expect("the demo model loads");
+    let mut younger = sampled(1, 77, 12);
+    engine.admit(sampled(0, 5, 12)).expect("admits");
+    engine.admit(younger.clone()).expect("admits");
+
+    let mut partial = Vec::new();
+    let mut preempted = false;
+    for _ in 0..100 {
+        if !engine.has_work() {
+            break;
+        }
+        let step = engine.step().expect("step runs");
+        partial.extend(
+            step.tokens
+                .iter()
+                .filter(|t| t.sequence_id == 1)
+                .map(|t| t.token),
+        );
+        if step.preempted.contains(&1) {
+            preempted = true;
+            break;
+        }
+    }
+    assert!(preempted, "the younger sequence is preempted");
+    assert!(partial.len() < 12);
+
+    // Wait for the older one to finish, then recompute the younger one
+    // from its prompt and the tokens it had generated.
+    while engine.has_work() {
+        engine.step().expect("step runs");
+    }
+    younger.generated = partial.clone();
+    engine.admit(younger).expect("re-admits");
+    let mut output = partial;
+    output.extend(run(&mut engine).remove(&1).expect("sampled"));
+    assert_eq!(output, expected);
 }

@@ -37,6 +37,8 @@ struct RunOutput {
     outputs: HashMap<u64, Vec<u32>>,
     finishes: HashMap<u64, FinishReason>,
     preempted: Vec<u64>,
+    /// Most tokens (prefill plus decode) fed in one step.
+    max_step_tokens: usize,
 }
 
 /// Steps until no sequence is live, at most `max_steps` times.
@@ -44,11 +46,13 @@ fn run(engine: &mut wick_worker::Engine, max_steps: usize) -> RunOutput {
     let mut outputs: HashMap<u64, Vec<u32>> = HashMap::new();
     let mut finishes = HashMap::new();
     let mut preempted = Vec::new();
+    let mut max_step_tokens = 0;
     for _ in 0..max_steps {
         if !engine.has_work() {
             break;
         }
         let step = engine.step().expect("step runs");
+        max_step_tokens = max_step_tokens.max(step.prefill_tokens + step.decode_tokens);
         for sampled in step.tokens {
             outputs
                 .entry(sampled.sequence_id)
@@ -65,6 +69,7 @@ fn run(engine: &mut wick_worker::Engine, max_steps: usize) -> RunOutput {
         outputs,
         finishes,
         preempted,
+        max_step_tokens,
     }
 }
 
@@ -93,6 +98,7 @@ fn greedy_matches_reference_with_chunked_prefill() {
         mut outputs,
         finishes,
         preempted,
+        ..
     } = run(&mut engine, 100);
     for token in first.tokens {
         outputs
@@ -264,4 +270,30 @@ fn preempted_sequence_recomputes_same_tokens() {
     assert_eq!(output, reference_greedy(&mut reference, &prompts[1], 9));
     assert_eq!(finishes[&1], FinishReason::Length);
     assert_eq!(engine.kv_blocks_free(), engine.kv_blocks_total());
+}
+
+#[test]
+fn step_budget_caps_decodes() {
+    let dir = TempDir::new("engine-budget");
+    let config = small_config(32, 2, 1, 0.5, false);
+    write_model(dir.path(), &config, 12);
+    let mut reference = load_reference_model(dir.path());
+    let mut engine = engine_over(dir.path(), limits(32, 2));
+    let prompts = [tokens(30, 2, 384), tokens(31, 1, 384), tokens(32, 3, 384)];
+    for (id, prompt) in prompts.iter().enumerate() {
+        engine
+            .admit(request(id as u64, prompt.clone(), 3))
+            .expect("admits");
+    }
+
+    let RunOutput {
+        outputs,
+        max_step_tokens,
+        ..
+    } = run(&mut engine, 50);
+    assert_eq!(max_step_tokens, 2, "steps stay within max_step_tokens");
+    for (id, prompt) in prompts.iter().enumerate() {
+        let expected = reference_greedy(&mut reference, prompt, 3);
+        assert_eq!(outputs[&(id as u64)], expected, "sequence {id}");
+    }
 }

@@ -306,17 +306,46 @@ fn hub_repo_resolves_from_cache() {
     assert_names(&error, "owner/tiny-phi", "HF_HUB_OFFLINE");
     assert!(error.to_string().contains("pass its folder"), "{error}");
 
-    // The cache layout hf-hub reads: refs/<revision> holds the commit,
-    // snapshots/<commit>/ holds the files.
-    let repo_dir = home.path().join("models--owner--tiny-phi");
+    let snapshot = fill_hub_cache(home.path(), model_dir.path());
+    let resolved = resolve_hub_repo("owner/tiny-phi", None, &cache, true).expect("cached");
+    assert_eq!(resolved, snapshot);
+    load_dir(&resolved, "owner/tiny-phi", &Device::Cpu, DType::F32).expect("loads from cache");
+}
+
+/// Copies the model in `model_dir` into a Hugging Face cache at `home` as
+/// repo `owner/tiny-phi`, and returns its snapshot folder.
+fn fill_hub_cache(home: &Path, model_dir: &Path) -> std::path::PathBuf {
+    // The cache layout hf-hub reads: refs/<revision> contains the commit,
+    // and snapshots/<commit>/ contains the files.
+    let repo_dir = home.join("models--owner--tiny-phi");
     let snapshot = repo_dir.join("snapshots").join("abc123");
     std::fs::create_dir_all(&snapshot).unwrap();
     std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
     std::fs::write(repo_dir.join("refs").join("main"), "abc123").unwrap();
     for file in ["config.json", "tokenizer.json", "model.safetensors"] {
-        std::fs::copy(model_dir.path().join(file), snapshot.join(file)).unwrap();
+        std::fs::copy(model_dir.join(file), snapshot.join(file)).unwrap();
     }
-    let resolved = resolve_hub_repo("owner/tiny-phi", None, &cache, true).expect("cached");
-    assert_eq!(resolved, snapshot);
-    load_dir(&resolved, "owner/tiny-phi", &Device::Cpu, DType::F32).expect("loads from cache");
+    snapshot
+}
+
+#[test]
+fn hub_source_loads_from_env_cache() {
+    let (model_dir, _) = small_model("hub-env-model");
+    let home = TempDir::new("hub-env-home");
+    fill_hub_cache(&home.path().join("hub"), model_dir.path());
+    // Only this test reads these variables, so setting them does not race
+    // with the other tests of this binary.
+    std::env::set_var("HF_HOME", home.path());
+    std::env::set_var("HF_HUB_OFFLINE", "1");
+
+    let source = ModelSource::parse("owner/tiny-phi").expect("parses");
+    let limits = wick_worker::EngineLimits::default();
+    let engine = Engine::load(&source, &LoadOptions::default(), limits.clone()).expect("loads");
+    assert_eq!(engine.model_info().id, "owner/tiny-phi");
+
+    let missing = ModelSource::parse("owner/absent").expect("parses");
+    let error = Engine::load(&missing, &LoadOptions::default(), limits)
+        .err()
+        .expect("fails");
+    assert!(matches!(error, LoadError::HubUnavailable { .. }), "{error}");
 }

@@ -220,3 +220,32 @@ fn parity_full_rotary_exact_gelu() {
     config.hidden_act = candle_nn::Activation::Gelu;
     run_script(&config, 37);
 }
+
+#[test]
+fn forward_rejects_position_past_context() {
+    let dir = TempDir::new("past-context");
+    let config = small_config(32, 2, 1, 0.5, false);
+    write_model(dir.path(), &config, 41);
+    let model = load_wick_model(dir.path());
+    let mut cache = KvCache::new(1, 32, 16, KvCapacity::Tokens(272), DType::F32, &Device::Cpu)
+        .expect("cache allocates");
+    let mut table = BlockTable::new();
+    cache
+        .grow(&mut table, 257)
+        .expect("the cache fits 257 positions");
+    let chunk = SequenceChunk {
+        tokens: &[1, 2],
+        start: 255,
+        block_table: &table,
+        wants_logits: true,
+    };
+    let error = model
+        .forward(&[chunk], &cache)
+        .expect_err("position 256 is out of range");
+    assert!(
+        error
+            .to_string()
+            .contains("position 256 is past the model's context of 256 positions"),
+        "{error}"
+    );
+}

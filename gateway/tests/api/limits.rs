@@ -62,6 +62,7 @@ async fn api_keys_required_when_set() {
         |config| config.api_keys = vec!["key-one".into(), "key-two".into()],
     )
     .await;
+
     let post = |key: Option<&str>, path: &str| {
         let mut request = cluster
             .client
@@ -157,6 +158,7 @@ async fn request_deadline_gives_408() {
         },
     )
     .await;
+
     let (status, json) = cluster
         .post_json(WORKERS_AI_ROUTE, r#"{"prompt":"hi"}"#)
         .await;
@@ -220,6 +222,7 @@ async fn scheduler_down_is_not_fatal() {
     let gateway = tokio::spawn(wick_gateway::serve(listener, config, async {
         let _ = stopped.await;
     }));
+
     let client = reqwest::Client::builder().timeout(WAIT).build().unwrap();
     assert_eq!(
         client
@@ -246,6 +249,7 @@ async fn scheduler_down_is_not_fatal() {
         .await
         .unwrap();
     assert_eq!(response.status(), 503);
+
     let _ = stop.send(());
     let result = tokio::time::timeout(WAIT, gateway)
         .await
@@ -347,6 +351,7 @@ async fn unavailable_scheduler_is_retried() {
         |_| {},
     )
     .await;
+
     let (status, json) = cluster
         .post_json(WORKERS_AI_ROUTE, r#"{"prompt":"hi"}"#)
         .await;
@@ -362,6 +367,7 @@ async fn slow_body_times_out() {
         |config| config.request_timeout = Duration::from_millis(300),
     )
     .await;
+
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<&'static str, std::io::Error>>(1);
     sender.send(Ok(r#"{"prompt":"#)).await.unwrap();
     let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
@@ -377,4 +383,44 @@ async fn slow_body_times_out() {
     assert_eq!(json["errors"][0]["code"], 3007);
     drop(sender);
     assert_eq!(cluster.fake.record.request_count(), 0);
+}
+
+#[tokio::test]
+async fn shutdown_cuts_streams_after_grace() {
+    let never = std::sync::Arc::new(tokio::sync::Notify::new());
+    let script_never = never.clone();
+    let mut cluster = Cluster::start(
+        move |_| {
+            Script::steps(vec![
+                Step::Delta("one"),
+                Step::WaitFor(script_never.clone()),
+            ])
+        },
+        |config| config.shutdown_grace = Duration::from_millis(200),
+    )
+    .await;
+
+    let response = cluster
+        .post(WORKERS_AI_ROUTE, r#"{"prompt":"hi","stream":true}"#)
+        .await;
+    let mut body = response.bytes_stream();
+    let first = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut body))
+        .await
+        .unwrap();
+    assert!(first.is_some(), "the stream started");
+
+    cluster.shut_down().await;
+    let mut rest = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut body))
+        .await
+        .unwrap()
+    {
+        rest.extend_from_slice(&chunk.unwrap());
+    }
+    let rest = String::from_utf8(rest).unwrap();
+    assert!(rest.contains("the gateway is shutting down"), "{rest:?}");
+    assert!(rest.ends_with("data: [DONE]\n\n"), "{rest:?}");
+
+    let record = cluster.fake.record.clone();
+    assert!(eventually(|| record.dropped.load(std::sync::atomic::Ordering::SeqCst) == 1).await);
 }

@@ -70,6 +70,17 @@ impl Cluster {
         Self::start(|_| Script::hello(), |_| {}).await
     }
 
+    /// Sends the shutdown signal and waits for `serve` to return.
+    pub async fn shut_down(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        tokio::time::timeout(WAIT, &mut self.gateway)
+            .await
+            .expect("the gateway stops in time")
+            .expect("the gateway task ends without a panic");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -99,6 +99,7 @@ async fn first_event_before_last_is_produced() {
         |_| {},
     )
     .await;
+
     let response = cluster
         .post(WORKERS_AI_ROUTE, r#"{"prompt":"hi","stream":true}"#)
         .await;
@@ -111,6 +112,7 @@ async fn first_event_before_last_is_produced() {
         .unwrap()
         .unwrap();
     assert_eq!(first.data, r#"{"response":"first"}"#);
+
     release.notify_one();
     let rest: Vec<String> = timeout(WAIT, events.map(|event| event.unwrap().data).collect())
         .await
@@ -135,6 +137,7 @@ async fn keep_alive_comments_while_queued() {
         |config| config.sse_keep_alive = Duration::from_millis(100),
     )
     .await;
+
     let response = cluster
         .post(WORKERS_AI_ROUTE, r#"{"prompt":"hi","stream":true}"#)
         .await;
@@ -164,6 +167,7 @@ async fn error_mid_stream_is_one_event() {
         |_| {},
     )
     .await;
+
     let response = cluster
         .post(WORKERS_AI_ROUTE, r#"{"prompt":"hi","stream":true}"#)
         .await;
@@ -217,6 +221,7 @@ async fn disconnect_cancels_upstream() {
         |_| {},
     )
     .await;
+
     let response = cluster
         .post(WORKERS_AI_ROUTE, r#"{"prompt":"hi","stream":true}"#)
         .await;
@@ -228,6 +233,7 @@ async fn disconnect_cancels_upstream() {
         .unwrap();
     assert_eq!(first.data, r#"{"response":"one"}"#);
     drop(events);
+
     let record = cluster.fake.record.clone();
     assert!(
         eventually(|| record.dropped.load(Ordering::SeqCst) == 1).await,
@@ -250,6 +256,7 @@ async fn non_stream_disconnect_cancels_upstream() {
         |_| {},
     )
     .await;
+
     let client = reqwest::Client::builder()
         .timeout(Duration::from_millis(500))
         .build()
@@ -280,11 +287,21 @@ async fn tool_calls_in_final_event() {
         |_| {},
     )
     .await;
+
     let body = r#"{"messages":[{"role":"user","content":"weather in Paris?"}],
         "tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}}]}"#;
     let (status, json) = cluster.post_json(WORKERS_AI_ROUTE, body).await;
     assert_eq!(status, 200, "{json}");
     assert_eq!(json["result"]["tool_calls"][0]["name"], "get_weather");
+    let sent = cluster.fake.record.last_request();
+    let Some(wick_proto::v1::generate_request::Input::Chat(chat)) = sent.input else {
+        panic!("expected chat input, got {:?}", sent.input);
+    };
+    assert_eq!(chat.messages[0].role, "user");
+    assert_eq!(chat.messages[0].content, "weather in Paris?");
+    assert_eq!(chat.tools[0].name, "get_weather");
+    let parameters: Value = serde_json::from_str(&chat.tools[0].parameters_json).unwrap();
+    assert_eq!(parameters["properties"]["city"]["type"], "string");
     assert_eq!(
         json["result"]["tool_calls"][0]["arguments"]["city"],
         "Paris"

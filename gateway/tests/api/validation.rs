@@ -437,6 +437,7 @@ async fn short_route_keeps_model_slashes() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-request-id"], "client-id-42");
     let sent = cluster.fake.record.last_request();
     assert_eq!(sent.model, "@cf/microsoft/phi-2");
     assert_eq!(sent.request_id, "client-id-42");

@@ -45,7 +45,7 @@ pub const TINY_TOKENIZER_JSON: &str = r#"{
   "model": {"type": "WordLevel", "vocab": {"<|endoftext|>": 0, "a": 1}, "unk_token": "<|endoftext|>"}
 }"#;
 
-/// A small phi configuration.
+/// Returns a small phi configuration.
 pub fn small_config(
     hidden: usize,
     heads: usize,
@@ -92,7 +92,7 @@ pub fn load_reference_model(dir: &Path) -> phi::Model {
     phi::Model::new(&config, vb).expect("reference model builds")
 }
 
-/// Logits `[vocab]` of the reference after feeding `tokens`.
+/// Feeds `tokens` to the reference and returns its last logits `[vocab]`.
 pub fn reference_logits(model: &mut phi::Model, tokens: &[u32]) -> Vec<f32> {
     let input = Tensor::new(tokens, &Device::Cpu)
         .and_then(|t| t.unsqueeze(0))
@@ -104,7 +104,7 @@ pub fn reference_logits(model: &mut phi::Model, tokens: &[u32]) -> Vec<f32> {
         .expect("reference forward")
 }
 
-/// The reference's greedy continuation of `prompt`, `count` tokens long.
+/// Returns the reference's greedy continuation of `prompt`, `count` tokens long.
 pub fn reference_greedy(model: &mut phi::Model, prompt: &[u32], count: usize) -> Vec<u32> {
     model.clear_kv_cache();
     let mut output = Vec::new();
@@ -149,7 +149,8 @@ pub fn tokens(seed: u64, len: usize, vocab: usize) -> Vec<u32> {
         .collect()
 }
 
-/// wick's logits `[vocab]` for `tokens` fed as one prefill chunk.
+/// Feeds `tokens` to wick as one prefill chunk and returns the logits
+/// `[vocab]`.
 pub fn wick_logits(model: &PhiModel, tokens: &[u32]) -> Vec<f32> {
     use wick_worker::attention::SequenceChunk;
     use wick_worker::kv_cache::{BlockTable, KvCache};
