@@ -294,6 +294,7 @@ impl PhiModel {
         let attention = PagedAttention {
             layout: &layout,
             num_heads: self.config.num_attention_heads,
+            num_kv_heads: self.config.num_attention_heads,
             head_dim: self.config.head_dim(),
         };
         let mut xs = self.embed_tokens.index_select(&layout.token_ids, 0)?;

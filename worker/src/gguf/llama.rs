@@ -6,7 +6,7 @@ use candle_core::quantized::QMatMul;
 use candle_core::{Device, Module, Tensor};
 
 use crate::gguf::config::GgufConfig;
-use crate::gguf::model::{repeat_kv_heads, Norm, StepInputs};
+use crate::gguf::model::{Norm, StepInputs};
 use crate::gguf::GgufFile;
 use crate::LoadError;
 
@@ -86,8 +86,6 @@ impl LlamaBlock {
         let value = self.attn_v.forward(&normed)?;
         let query = rope_interleaved(&query, inputs.cos, inputs.sin)?;
         let key = rope_interleaved(&key, inputs.cos, inputs.sin)?.reshape((tokens, ()))?;
-        let key = repeat_kv_heads(&key, &self.config)?;
-        let value = repeat_kv_heads(&value, &self.config)?;
         let attn_output = inputs.attention.forward(&query, &key, &value, cache)?;
         let xs = (self.attn_output.forward(&attn_output)? + xs)?;
 

@@ -111,7 +111,7 @@ impl Module for QLinear {
     }
 }
 
-/// What every block of a step shares: the rotary rows of the step's
+/// The inputs every block of a step shares: the rotary rows of the step's
 /// positions and the paged attention over the step's layout.
 pub(super) struct StepInputs<'a> {
     pub cos: &'a Tensor,
@@ -182,14 +182,10 @@ impl GgufModel {
         self.embed_tokens.device()
     }
 
-    /// Values per token in one layer's cached keys (and values).
-    ///
-    /// NOTE: keys and values are cached for every query head, repeated from
-    /// the KV heads, because the paged attention expects one key head per
-    /// query head. This costs `num_heads / num_kv_heads` times the memory of
-    /// caching the KV heads alone (3 times for SmolLM2).
+    /// Values per token in one layer's cached keys (and values): only the
+    /// KV heads are cached, 3 times fewer than the query heads for SmolLM2.
     pub fn kv_width(&self) -> usize {
-        self.config.hidden_size
+        self.config.kv_width()
     }
 
     /// Runs one step over `chunks`, writing their keys and values into
@@ -206,6 +202,7 @@ impl GgufModel {
         let attention = PagedAttention {
             layout: &layout,
             num_heads: self.config.num_heads,
+            num_kv_heads: self.config.num_kv_heads,
             head_dim: self.config.head_dim,
         };
         let inputs = StepInputs {
@@ -229,21 +226,6 @@ impl GgufModel {
         let last_rows = xs.index_select(&layout.logit_rows, 0)?;
         self.output.forward(&self.output_norm.forward(&last_rows)?)
     }
-}
-
-/// Keys or values `[tokens, kv_heads * head_dim]` repeated to one head per
-/// query head, so query head h reads KV head `h / (heads / kv_heads)` as
-/// grouped-query attention does.
-pub(super) fn repeat_kv_heads(xs: &Tensor, config: &GgufConfig) -> candle_core::Result<Tensor> {
-    let groups = config.num_heads / config.num_kv_heads;
-    if groups == 1 {
-        return Ok(xs.clone());
-    }
-    let tokens = xs.dim(0)?;
-    let (kv_heads, head_dim) = (config.num_kv_heads, config.head_dim);
-    xs.reshape((tokens, kv_heads, 1, head_dim))?
-        .broadcast_as((tokens, kv_heads, groups, head_dim))?
-        .reshape((tokens, config.hidden_size))
 }
 
 /// Cosine and sine of every position times every rotary frequency, in

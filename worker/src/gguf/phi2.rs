@@ -7,7 +7,7 @@ use candle_core::{Device, Module, Tensor};
 
 use crate::attention::apply_partial_rotary;
 use crate::gguf::config::GgufConfig;
-use crate::gguf::model::{repeat_kv_heads, Norm, QLinear, StepInputs};
+use crate::gguf::model::{Norm, QLinear, StepInputs};
 use crate::gguf::GgufFile;
 use crate::LoadError;
 
@@ -86,8 +86,6 @@ impl Phi2Block {
         let query = apply_partial_rotary(&query, inputs.cos, inputs.sin)?;
         let key =
             apply_partial_rotary(&key, inputs.cos, inputs.sin)?.reshape((tokens, kv_width))?;
-        let key = repeat_kv_heads(&key, &self.config)?;
-        let value = repeat_kv_heads(&value.contiguous()?, &self.config)?;
         let attn_output = inputs.attention.forward(&query, &key, &value, cache)?;
         let attn_output = self.attn_output.forward(&attn_output)?;
 
