@@ -322,6 +322,21 @@ impl PagedAttention<'_> {
     }
 }
 
+/// Fails when a chunk reaches past `context` positions, the end of the
+/// model's rotary tables.
+pub fn check_context(chunks: &[SequenceChunk<'_>], context: usize) -> Result<()> {
+    for chunk in chunks {
+        let end = chunk.start + chunk.tokens.len();
+        if end > context {
+            candle_core::bail!(
+                "position {} is past the model's context of {context} positions",
+                end - 1
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Applies rotary embeddings to the first `cos.dim(1) * 2` dimensions of
 /// each head of `xs` (`[tokens, heads, head_dim]`), in the non-interleaved
 /// layout phi uses; `cos` and `sin` are `[tokens, rotary_dim / 2]`.

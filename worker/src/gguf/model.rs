@@ -7,7 +7,7 @@ use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, RmsNorm};
 
-use crate::attention::{PagedAttention, SequenceChunk, StepLayout};
+use crate::attention::{check_context, PagedAttention, SequenceChunk, StepLayout};
 use crate::gguf::config::{Architecture, GgufConfig};
 use crate::gguf::llama::LlamaBlock;
 use crate::gguf::phi2::Phi2Block;
@@ -191,11 +191,14 @@ impl GgufModel {
     /// Runs one step over `chunks`, writing their keys and values into
     /// `cache`, and returns f32 logits `[n, vocab]` for the n chunks that
     /// want them, in chunk order.
+    ///
+    /// Errors: a chunk that reaches past the context, or a failed tensor op.
     pub fn forward(
         &self,
         chunks: &[SequenceChunk<'_>],
         cache: &KvCache,
     ) -> candle_core::Result<Tensor> {
+        check_context(chunks, self.config.context_length)?;
         let layout = StepLayout::new(chunks, cache, self.kv_width(), self.device())?;
         let cos = self.cos.index_select(&layout.positions, 0)?;
         let sin = self.sin.index_select(&layout.positions, 0)?;
