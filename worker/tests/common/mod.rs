@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod scripted_batch;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -179,4 +181,11 @@ pub fn wick_logits(model: &dyn CausalLm, tokens: &[u32]) -> Vec<f32> {
         .and_then(|logits| logits.squeeze(0))
         .and_then(|logits| logits.to_vec1::<f32>())
         .expect("forward pass")
+}
+
+/// candle's `phi::Model` keeps its own KV cache, so it needs no position.
+impl scripted_batch::Reference for phi::Model {
+    fn logits(&mut self, tokens: &[u32], _index_pos: usize) -> Vec<f32> {
+        reference_logits(self, tokens)
+    }
 }
