@@ -163,3 +163,20 @@ fn tiny_model_loads_with_tokenizer() {
         "the merge and the control token apply"
     );
 }
+
+#[test]
+fn unknown_pre_tokenizer_is_rejected() {
+    let file = TempFile::new("errors-pre-tokenizer");
+    let (mut metadata, tensors) = llama_parts(&file);
+    metadata.push((
+        "tokenizer.ggml.pre".to_string(),
+        Value::String("qwen2".into()),
+    ));
+    write_gguf_parts(file.path(), &metadata, &tensors);
+    let error = load(file.path()).expect_err("qwen2's pre-tokenizer is unknown");
+    assert!(
+        matches!(error, LoadError::InvalidTokenizer { .. }),
+        "{error}"
+    );
+    assert_names(&error, file.path(), "tokenizer.ggml.pre \"qwen2\"");
+}

@@ -115,20 +115,20 @@ pub fn tokenizer_from_gguf(file: &GgufFile) -> Result<GgufTokenizer, LoadError> 
     })
 }
 
-/// The pre-tokenizer llama.cpp uses for `tokenizer.ggml.pre`. Every GPT-2
-/// style model splits with the GPT-2 regex; SmolLM2 and StarCoder first
-/// split each digit apart.
+/// The pre-tokenizer for `tokenizer.ggml.pre`. GPT-2 and phi-2 split with
+/// the GPT-2 regex alone; SmolLM2 (`smollm`) first splits each digit apart,
+/// which the fixture test checks against SmolLM2's token ids.
 fn pre_tokenizer(pre: Option<&str>) -> Result<PreTokenizerWrapper, String> {
     let byte_level = PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true));
     match pre {
         None | Some("default" | "gpt-2" | "phi-2") => Ok(byte_level),
-        Some("smollm" | "starcoder") => Ok(PreTokenizerWrapper::Sequence(Sequence::new(vec![
+        Some("smollm") => Ok(PreTokenizerWrapper::Sequence(Sequence::new(vec![
             PreTokenizerWrapper::Digits(Digits::new(true)),
             byte_level,
         ]))),
         Some(other) => Err(format!(
-            "tokenizer.ggml.pre {other:?} is not supported; wick knows default, gpt-2, phi-2, \
-             smollm and starcoder"
+            "tokenizer.ggml.pre {other:?} is not supported; wick knows default, gpt-2, phi-2 \
+             and smollm"
         )),
     }
 }
