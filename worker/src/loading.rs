@@ -225,7 +225,9 @@ pub fn info_without_tokenizer(
             .as_ref()
             .map(|ids| ids.to_vec())
             .unwrap_or_default(),
-        bos_token_id: config.bos_token_id,
+        // phi-2's config.json names <|endoftext|> as its BOS token, but its
+        // tokenizer never adds it and the model was not trained with it.
+        bos_token_id: None,
         context_length: config.max_position_embeddings,
         vocab_size: config.vocab_size,
         chat_template: None,
