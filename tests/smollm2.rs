@@ -9,7 +9,7 @@ mod smollm2;
 
 use std::path::Path;
 
-use common::{free_addr, read_sse, wait_ready, WickProcess};
+use common::{read_sse, start_serve, WickProcess};
 use serde_json::{json, Value};
 
 /// The model id a GGUF worker reports: the file name without `.gguf`.
@@ -24,23 +24,8 @@ struct Serve {
 
 impl Serve {
     async fn start(model: &Path) -> Serve {
-        let http = free_addr();
-        let grpc = free_addr();
-        let process = WickProcess::start(
-            "serve-smollm2",
-            &[
-                "serve",
-                "--http",
-                &http.to_string(),
-                "--grpc",
-                &grpc.to_string(),
-                "--model",
-                model.to_str().expect("a UTF-8 model path"),
-                "--kv-cache-tokens",
-                "4096",
-            ],
-        );
-        wait_ready(http).await;
+        let model = model.to_str().expect("a UTF-8 model path");
+        let (process, http) = start_serve(model, &["--kv-cache-tokens", "4096"]).await;
         Serve {
             http,
             _process: process,
@@ -62,7 +47,8 @@ impl Serve {
         response
     }
 
-    /// The Workers AI response text of `body`, non-streamed and streamed.
+    /// Sends `body` to the Workers AI route twice and returns the response
+    /// text of the JSON reply and of the stream.
     async fn both_ways(&self, body: Value) -> (String, String) {
         let path = format!("/ai/run/{MODEL}");
         let whole: Value = self
@@ -83,9 +69,9 @@ impl Serve {
     }
 }
 
-/// A chat with an explicit system message: with the default one that the
-/// template adds, greedy decoding of this Q4_1 file answers the France
-/// question in broken French.
+/// Builds a greedy chat request with an explicit system message. With the
+/// default one that the template adds, greedy decoding of this Q4_1 file
+/// answers the France question in broken French.
 fn chat(user: &str, max_tokens: u32) -> Value {
     json!({
         "messages": [
