@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{free_addr, wait_ready, WickProcess};
+use common::{free_addr, start_serve, wait_ready, WickProcess};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -63,21 +63,7 @@ async fn demo_model_folder_serves_like_builtin() {
     // The same greedy request on the built-in model and on the folder.
     let mut texts = Vec::new();
     for model in ["demo", dir.to_str().unwrap()] {
-        let http = free_addr();
-        let grpc = free_addr();
-        let _serve = WickProcess::start(
-            "serve",
-            &[
-                "serve",
-                "--http",
-                &http.to_string(),
-                "--grpc",
-                &grpc.to_string(),
-                "--model",
-                model,
-            ],
-        );
-        wait_ready(http).await;
+        let (_serve, http) = start_serve(model, &[]).await;
         let body: serde_json::Value = reqwest::Client::new()
             .post(format!("http://{http}/ai/run/@cf/microsoft/phi-2"))
             .json(&json!({"prompt": "The sky is", "max_tokens": 10, "temperature": 0}))

@@ -189,6 +189,20 @@ pub fn start_scheduler(grpc: SocketAddr, workers: &[SocketAddr]) -> WickProcess 
     WickProcess::start("scheduler", &args)
 }
 
+/// Starts `wick serve` (gateway, scheduler and one worker in one process)
+/// for `model` on free loopback ports, with `extra` flags, and returns it
+/// with its HTTP address once the gateway is ready.
+pub async fn start_serve(model: &str, extra: &[&str]) -> (WickProcess, SocketAddr) {
+    let http = free_addr().to_string();
+    let grpc = free_addr().to_string();
+    let mut args = vec!["serve", "--http", &http, "--grpc", &grpc, "--model", model];
+    args.extend_from_slice(extra);
+    let process = WickProcess::start("serve", &args);
+    let http: SocketAddr = http.parse().expect("a socket address parses back");
+    wait_ready(http).await;
+    (process, http)
+}
+
 pub fn start_gateway(http: SocketAddr, grpc: SocketAddr) -> WickProcess {
     let scheduler = format!("http://{grpc}");
     WickProcess::start(

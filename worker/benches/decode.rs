@@ -15,7 +15,9 @@ use candle_transformers::models::phi;
 use wick_worker::demo::{config_json, random_weights, SplitMix64};
 use wick_worker::loading::info_without_tokenizer;
 use wick_worker::weights::Weights;
-use wick_worker::{Engine, EngineLimits, KvCapacity, PhiModel, SamplingParams, SequenceRequest};
+use wick_worker::{
+    CausalLm, Engine, EngineLimits, KvCapacity, PhiModel, SamplingParams, SequenceRequest,
+};
 
 const BATCH_SIZES: [usize; 3] = [1, 8, 32];
 const TIMED_STEPS: usize = 8;
@@ -38,7 +40,7 @@ fn prompt(index: usize, len: usize) -> Vec<u32> {
 
 /// Builds an engine over `model` with `batch` sequences of mixed prompt lengths,
 /// past their prefill and one warm-up decode step.
-fn wick_engine(model: PhiModel, config: &wick_worker::PhiConfig, batch: usize) -> Engine {
+fn wick_engine(model: Box<dyn CausalLm>, config: &wick_worker::PhiConfig, batch: usize) -> Engine {
     let limits = EngineLimits {
         kv_capacity: KvCapacity::Tokens(batch * 64),
         max_step_tokens: 1024,
@@ -93,11 +95,11 @@ fn seconds(step: impl FnOnce()) -> f64 {
 /// processes on a shared 2-core machine slow some steps down at random and
 /// alternating spreads that over both.
 fn decode_rates(
-    model: PhiModel,
+    model: Box<dyn CausalLm>,
     reference: &mut phi::Model,
     config: &wick_worker::PhiConfig,
     batch: usize,
-) -> (f64, f64, PhiModel) {
+) -> (f64, f64, Box<dyn CausalLm>) {
     let mut engine = wick_engine(model, config, batch);
     let mut logits = reference_prefill(reference, batch);
     let (mut wick_fastest, mut reference_fastest) = (f64::INFINITY, f64::INFINITY);
@@ -128,11 +130,13 @@ fn main() {
     let config = phi2_shaped_config();
     let started = Instant::now();
     let tensors = random_weights(&config, 7).expect("weights generate");
-    let mut model = PhiModel::load(
-        &config,
-        &Weights::from_memory(tensors.clone(), &Device::Cpu, DType::F32),
-    )
-    .expect("wick model builds");
+    let mut model: Box<dyn CausalLm> = Box::new(
+        PhiModel::load(
+            &config,
+            &Weights::from_memory(tensors.clone(), &Device::Cpu, DType::F32),
+        )
+        .expect("wick model builds"),
+    );
     let reference_config: phi::Config =
         serde_json::from_value(config_json(&config)).expect("reference config parses");
     let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);

@@ -201,13 +201,17 @@ fn causal_mask(start: usize, len: usize, device: &Device) -> Result<Tensor> {
 pub struct PagedAttention<'a> {
     pub layout: &'a StepLayout,
     pub num_heads: usize,
+    /// Key and value heads; with grouped-query attention fewer than
+    /// `num_heads`, and query head h reads KV head
+    /// `h / (num_heads / num_kv_heads)`.
+    pub num_kv_heads: usize,
     pub head_dim: usize,
 }
 
 impl PagedAttention<'_> {
-    /// Writes the step's keys and values (`[tokens, kv_width]`) into the
-    /// layer's cache, then returns the attention output `[tokens, kv_width]`
-    /// for queries `[tokens, heads, head_dim]`.
+    /// Writes the step's keys and values (`[tokens, kv_heads * head_dim]`)
+    /// into the layer's cache, then returns the attention output
+    /// `[tokens, heads * head_dim]` for queries `[tokens, heads, head_dim]`.
     pub fn forward(
         &self,
         query: &Tensor,
@@ -254,28 +258,41 @@ impl PagedAttention<'_> {
         weights.to_dtype(value.dtype())?.matmul(value)
     }
 
+    /// Query heads that share one KV head.
+    fn group_size(&self) -> usize {
+        self.num_heads / self.num_kv_heads
+    }
+
+    /// Attention of every decode token at once. The query heads of one KV
+    /// head become that head's rows, so keys are never repeated.
     fn attend_decode(
         &self,
         decode: &DecodeBatch,
         query: &Tensor,
         cache: &(Tensor, Tensor),
     ) -> Result<Tensor> {
-        let (count, heads, head_dim) = (decode.count, self.num_heads, self.head_dim);
-        let query = query
-            .index_select(&decode.rows, 0)?
-            .reshape((count, heads, 1, head_dim))?;
+        let (count, kv_heads, head_dim) = (decode.count, self.num_kv_heads, self.head_dim);
+        let query = query.index_select(&decode.rows, 0)?.reshape((
+            count,
+            kv_heads,
+            self.group_size(),
+            head_dim,
+        ))?;
         let gather = |cache: &Tensor| {
             cache
                 .index_select(&decode.read_slots, 0)?
-                .reshape((count, decode.max_context, heads, head_dim))?
+                .reshape((count, decode.max_context, kv_heads, head_dim))?
                 .transpose(1, 2)?
                 .contiguous()
         };
         let (key, value) = (gather(&cache.0)?, gather(&cache.1)?);
         self.attend(&query, &key, &value, &decode.mask)?
-            .reshape((count, heads * head_dim))
+            .reshape((count, self.num_heads * head_dim))
     }
 
+    /// Attention of one prefill chunk over its context. As for decode, the
+    /// query heads of one KV head are stacked as its rows, `[kv_heads,
+    /// group * len, head_dim]`, and the causal mask is repeated per group.
     fn attend_prefill(
         &self,
         chunk: &PrefillLayout,
@@ -283,19 +300,41 @@ impl PagedAttention<'_> {
         keys: &Tensor,
         values: &Tensor,
     ) -> Result<Tensor> {
-        let heads_first = |rows: &Tensor, start: usize, len: usize| {
+        let (kv_heads, head_dim, group) = (self.num_kv_heads, self.head_dim, self.group_size());
+        let heads_first = |rows: &Tensor, start: usize, len: usize, heads: usize| {
             rows.narrow(0, start, len)?
-                .reshape((len, self.num_heads, self.head_dim))?
+                .reshape((len, heads, head_dim))?
                 .transpose(0, 1)?
                 .contiguous()
         };
-        let query = heads_first(query, chunk.token_offset, chunk.len)?;
-        let key = heads_first(keys, chunk.context_offset, chunk.context_len)?;
-        let value = heads_first(values, chunk.context_offset, chunk.context_len)?;
-        self.attend(&query, &key, &value, &chunk.mask)?
+        let query = heads_first(query, chunk.token_offset, chunk.len, self.num_heads)?
+            .reshape((kv_heads, group * chunk.len, head_dim))?;
+        let key = heads_first(keys, chunk.context_offset, chunk.context_len, kv_heads)?;
+        let value = heads_first(values, chunk.context_offset, chunk.context_len, kv_heads)?;
+        let mask = match group {
+            1 => chunk.mask.clone(),
+            _ => Tensor::cat(&vec![&chunk.mask; group], 0)?,
+        };
+        self.attend(&query, &key, &value, &mask)?
+            .reshape((self.num_heads, chunk.len, head_dim))?
             .transpose(0, 1)?
-            .reshape((chunk.len, self.num_heads * self.head_dim))
+            .reshape((chunk.len, self.num_heads * head_dim))
     }
+}
+
+/// Fails when a chunk reaches past `context` positions, the end of the
+/// model's rotary tables.
+pub fn check_context(chunks: &[SequenceChunk<'_>], context: usize) -> Result<()> {
+    for chunk in chunks {
+        let end = chunk.start + chunk.tokens.len();
+        if end > context {
+            candle_core::bail!(
+                "position {} is past the model's context of {context} positions",
+                end - 1
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Applies rotary embeddings to the first `cos.dim(1) * 2` dimensions of

@@ -9,7 +9,7 @@ use thiserror::Error;
 use tracing::{debug, info};
 
 use crate::kv_cache::{BlockTable, KvCache};
-use crate::phi::PhiModel;
+use crate::model::CausalLm;
 use crate::sequence::Sequence;
 
 /// Sampling parameters of one sequence, fully resolved (no defaults left).
@@ -175,7 +175,7 @@ pub enum EngineError {
 
 /// One model, its paged KV cache and the live sequences.
 pub struct Engine {
-    pub(crate) model: PhiModel,
+    pub(crate) model: Box<dyn CausalLm>,
     pub(crate) info: ModelInfo,
     pub(crate) limits: EngineLimits,
     pub(crate) cache: KvCache,
@@ -236,7 +236,7 @@ impl Engine {
     /// Errors: `InvalidLimits` for a zero limit or a KV capacity below one
     /// block; `Candle` when the cache cannot be allocated.
     pub fn new(
-        model: PhiModel,
+        model: Box<dyn CausalLm>,
         info: ModelInfo,
         limits: EngineLimits,
     ) -> Result<Engine, crate::LoadError> {
@@ -251,7 +251,7 @@ impl Engine {
             }
         }
         let cache = KvCache::new(
-            model.config().num_hidden_layers,
+            model.num_layers(),
             model.kv_width(),
             limits.block_size,
             limits.kv_capacity,
@@ -312,7 +312,7 @@ impl Engine {
             return Err(EngineError::EmptyPrompt { id });
         }
 
-        let vocab = self.model.config().vocab_size;
+        let vocab = self.model.vocab_size();
         let all_tokens = request.prompt.iter().chain(&request.generated);
         if let Some(&token) = all_tokens
             .into_iter()
@@ -396,13 +396,13 @@ impl Engine {
     }
 
     /// Returns the model, e.g. to compare its logits with a reference.
-    pub fn model(&self) -> &PhiModel {
-        &self.model
+    pub fn model(&self) -> &dyn CausalLm {
+        self.model.as_ref()
     }
 
     /// Drops the KV cache and the live sequences and returns the model,
     /// e.g. to build an engine with other limits.
-    pub fn into_model(self) -> PhiModel {
+    pub fn into_model(self) -> Box<dyn CausalLm> {
         self.model
     }
 }

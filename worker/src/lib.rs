@@ -10,7 +10,10 @@
 //! - `kv_cache`: the paged KV cache: block allocator and per-layer storage.
 //! - `attention`: the per-step index tensors and paged attention: decode
 //!   tokens as one padded batch, prefill chunks one by one.
+//! - `model`: [`CausalLm`], the model trait the engine steps.
 //! - `phi`: [`PhiModel`], the batched phi forward pass over the KV cache.
+//! - `gguf`: GGUF files (`llama` such as SmolLM2, and `phi2`): loading,
+//!   the tokenizer from metadata, and [`GgufModel`]'s batched forward pass.
 //! - `sequence`: the state of one live sequence inside the engine.
 //! - `step`: step planning (decode first, then prefill chunks), preemption,
 //!   sampling and finishing.
@@ -23,8 +26,10 @@ pub mod attention;
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod gguf;
 pub mod kv_cache;
 pub mod loading;
+pub mod model;
 pub mod phi;
 pub mod sampling;
 mod sequence;
@@ -59,10 +64,11 @@ pub enum LoadError {
     #[error("invalid model source {value:?}: {reason}")]
     InvalidSource { value: String, reason: String },
     #[error(
-        "{}: GGUF models are not supported yet; pass a folder in the Hugging Face layout or `demo`",
+        "{}: GGUF models compute in f32, so --dtype {value} is not supported; leave \
+         --dtype unset or pass f32",
         .path.display()
     )]
-    GgufNotSupported { path: PathBuf },
+    GgufDtype { path: PathBuf, value: String },
     #[error(
         "model {repo} is not in the local Hugging Face cache ({}) and could not be \
          downloaded: {reason}; download the repository on a machine that can reach the \
@@ -88,4 +94,6 @@ pub use engine::{
     Engine, EngineError, EngineLimits, FinishReason, KvCapacity, LoadOptions, ModelInfo,
     ModelSource, SampledToken, SamplingParams, SequenceRequest, StepOutput,
 };
+pub use gguf::GgufModel;
+pub use model::CausalLm;
 pub use phi::PhiModel;

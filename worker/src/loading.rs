@@ -9,6 +9,7 @@ use tracing::info;
 
 use crate::config::PhiConfig;
 use crate::engine::{LoadOptions, ModelInfo, ModelSource};
+use crate::model::CausalLm;
 use crate::phi::PhiModel;
 use crate::weights::{read_text, Weights, INDEX_FILE, SINGLE_FILE};
 use crate::LoadError;
@@ -114,13 +115,23 @@ pub fn parse_dtype(value: Option<&str>, device: &Device) -> Result<DType, LoadEr
 pub fn load_model(
     source: &ModelSource,
     options: &LoadOptions,
-) -> Result<(PhiModel, ModelInfo), LoadError> {
+) -> Result<(Box<dyn CausalLm>, ModelInfo), LoadError> {
     let device = parse_device(&options.device)?;
     let dtype = parse_dtype(options.dtype.as_deref(), &device)?;
     let (model, info) = match source {
-        ModelSource::Demo => crate::demo::load_demo_model(&device, dtype)?,
-        ModelSource::Dir(dir) => load_dir(dir, &dir.display().to_string(), &device, dtype)?,
-        ModelSource::Gguf(path) => return Err(LoadError::GgufNotSupported { path: path.clone() }),
+        ModelSource::Demo => boxed(crate::demo::load_demo_model(&device, dtype)?),
+        ModelSource::Dir(dir) => boxed(load_dir(dir, &dir.display().to_string(), &device, dtype)?),
+        ModelSource::Gguf(path) => {
+            // Quantized matrix products take f32 activations, so a GGUF
+            // model runs in f32 whatever the default for the device is.
+            if let Some(value) = options.dtype.as_deref().filter(|&value| value != "f32") {
+                return Err(LoadError::GgufDtype {
+                    path: path.clone(),
+                    value: value.to_string(),
+                });
+            }
+            boxed(crate::gguf::load_gguf(path, &device, device_name(&device))?)
+        }
         ModelSource::Hub { repo, revision } => {
             let dir = resolve_hub_repo(
                 repo,
@@ -128,11 +139,15 @@ pub fn load_model(
                 &hf_hub::Cache::from_env(),
                 hub_offline(),
             )?;
-            load_dir(&dir, repo, &device, dtype)?
+            boxed(load_dir(&dir, repo, &device, dtype)?)
         }
     };
     info!(model = %info.id, device = %info.device, dtype = %info.dtype, "model loaded");
     Ok((model, info))
+}
+
+fn boxed<M: CausalLm + 'static>((model, info): (M, ModelInfo)) -> (Box<dyn CausalLm>, ModelInfo) {
+    (Box::new(model), info)
 }
 
 /// Loads a folder in the Hugging Face layout; `id` becomes the model id.

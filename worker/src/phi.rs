@@ -10,7 +10,9 @@
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Activation, LayerNorm, Linear};
 
-use crate::attention::{apply_partial_rotary, PagedAttention, SequenceChunk, StepLayout};
+use crate::attention::{
+    apply_partial_rotary, check_context, PagedAttention, SequenceChunk, StepLayout,
+};
 use crate::config::PhiConfig;
 use crate::kv_cache::KvCache;
 use crate::weights::Weights;
@@ -278,22 +280,14 @@ impl PhiModel {
         chunks: &[SequenceChunk<'_>],
         cache: &KvCache,
     ) -> candle_core::Result<Tensor> {
-        let context = self.config.max_position_embeddings;
-        for chunk in chunks {
-            let end = chunk.start + chunk.tokens.len();
-            if end > context {
-                candle_core::bail!(
-                    "position {} is past the model's context of {context} positions",
-                    end - 1
-                );
-            }
-        }
+        check_context(chunks, self.config.max_position_embeddings)?;
         let layout = StepLayout::new(chunks, cache, self.kv_width(), self.device())?;
         let cos = self.cos.index_select(&layout.positions, 0)?;
         let sin = self.sin.index_select(&layout.positions, 0)?;
         let attention = PagedAttention {
             layout: &layout,
             num_heads: self.config.num_attention_heads,
+            num_kv_heads: self.config.num_attention_heads,
             head_dim: self.config.head_dim(),
         };
         let mut xs = self.embed_tokens.index_select(&layout.token_ids, 0)?;

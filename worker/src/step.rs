@@ -47,7 +47,7 @@ impl Engine {
         }
 
         let logits = self.forward(&plan)?;
-        let vocab = self.model.config().vocab_size;
+        let vocab = self.model.vocab_size();
         let mut logits = logits.flatten_all()?.to_vec1::<f32>()?;
         let mut rows = logits.chunks_mut(vocab);
         for work in &plan {

@@ -288,11 +288,7 @@ fn sources_parse() {
     let error = wick_worker::loading::load_model(&gguf, &LoadOptions::default())
         .err()
         .unwrap();
-    assert_names(
-        &error,
-        "models/smol.gguf",
-        "GGUF models are not supported yet",
-    );
+    assert_names(&error, "models/smol.gguf", "file not found");
 }
 
 #[test]

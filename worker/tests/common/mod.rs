@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod scripted_batch;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -13,7 +15,7 @@ use wick_worker::config::PhiConfig;
 use wick_worker::demo::{random_weights, write_config};
 use wick_worker::loading::info_without_tokenizer;
 use wick_worker::weights::Weights;
-use wick_worker::{Engine, EngineLimits, PhiModel};
+use wick_worker::{CausalLm, Engine, EngineLimits, PhiModel};
 
 /// A folder under the system temp dir, removed on drop.
 pub struct TempDir(PathBuf);
@@ -138,7 +140,7 @@ pub fn max_abs_diff(left: &[f32], right: &[f32]) -> f32 {
 pub fn engine_over(dir: &Path, limits: EngineLimits) -> Engine {
     let model = load_wick_model(dir);
     let info = info_without_tokenizer("test/phi", model.config(), &Device::Cpu, DType::F32);
-    Engine::new(model, info, limits).expect("engine builds")
+    Engine::new(Box::new(model), info, limits).expect("engine builds")
 }
 
 /// Deterministic token ids below `vocab`.
@@ -151,13 +153,12 @@ pub fn tokens(seed: u64, len: usize, vocab: usize) -> Vec<u32> {
 
 /// Feeds `tokens` to wick as one prefill chunk and returns the logits
 /// `[vocab]`.
-pub fn wick_logits(model: &PhiModel, tokens: &[u32]) -> Vec<f32> {
+pub fn wick_logits(model: &dyn CausalLm, tokens: &[u32]) -> Vec<f32> {
     use wick_worker::attention::SequenceChunk;
     use wick_worker::kv_cache::{BlockTable, KvCache};
 
-    let config = model.config();
     let mut cache = KvCache::new(
-        config.num_hidden_layers,
+        model.num_layers(),
         model.kv_width(),
         16,
         wick_worker::KvCapacity::Tokens(tokens.len()),
@@ -180,4 +181,11 @@ pub fn wick_logits(model: &PhiModel, tokens: &[u32]) -> Vec<f32> {
         .and_then(|logits| logits.squeeze(0))
         .and_then(|logits| logits.to_vec1::<f32>())
         .expect("forward pass")
+}
+
+/// candle's `phi::Model` keeps its own KV cache, so it needs no position.
+impl scripted_batch::Reference for phi::Model {
+    fn logits(&mut self, tokens: &[u32], _index_pos: usize) -> Vec<f32> {
+        reference_logits(self, tokens)
+    }
 }
