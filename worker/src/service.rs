@@ -119,7 +119,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
     let describe = describe_template(&engine);
-    let shared = Arc::new(SharedState::default());
+    // Seeded from the engine, so a Describe that arrives before the engine
+    // thread's first report does not see an empty cache.
+    let shared = Arc::new(SharedState {
+        kv_blocks_free: engine.kv_blocks_free().into(),
+    });
     let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
     let thread_shared = Arc::clone(&shared);
     let thread_name = name.clone();
