@@ -100,6 +100,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let source = model_source(&args.model)?;
     warn_if_demo(&source);
 
+    // Workers and the scheduler stop after the gateway has drained.
+    let (stop_backends, backends_stopping) = tokio::sync::watch::channel(false);
+    let backend_stop = move || {
+        let mut stopping = backends_stopping.clone();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }
+    };
+
     let mut worker_urls = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..args.workers {
@@ -111,7 +120,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         info!(worker = %name, %addr, model = %args.model.model, "loading model");
         let engine = load_engine(&source, &args.model).await?;
         worker_urls.push(format!("http://{addr}"));
-        let stop = shutdown.wait();
+        let stop = backend_stop();
         tasks.spawn(async move {
             wick_worker::service::serve(listener, engine, name, stop)
                 .await
@@ -122,7 +131,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let scheduler = scheduler_config(args.grpc, worker_urls, &args.policy);
     info!(config = ?scheduler, "starting scheduler");
     let scheduler_url = format!("http://{}", args.grpc);
-    let stop = shutdown.wait();
+    let stop = backend_stop();
     tasks.spawn(async move {
         wick_scheduler::run(scheduler, stop)
             .await
@@ -132,7 +141,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let gateway = gateway_config(args.http, scheduler_url, &args.http_options)?;
     info!(config = ?gateway, "starting gateway");
     let stop = shutdown.wait();
-    tasks.spawn(async move {
+    let mut gateway_task = tokio::spawn(async move {
         wick_gateway::run(gateway, stop)
             .await
             .context("gateway failed")
@@ -142,14 +151,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let grace = Duration::from_secs(args.grace.shutdown_grace_secs);
     let drained = run_with_grace(
         async {
-            // The first role to stop, cleanly or not, ends the process:
+            // On a signal only the gateway stops at once: it stops accepting
+            // and lets open streams finish, which needs the scheduler and the
+            // workers. Any role that ends by itself ends the process, because
             // a cluster missing a role cannot serve.
-            let first = tasks.join_next().await;
-            match first {
-                Some(Ok(result)) => result,
-                Some(Err(error)) => Err(anyhow::anyhow!("a role panicked: {error}")),
-                None => Ok(()),
-            }
+            let first = tokio::select! {
+                joined = &mut gateway_task => joined
+                    .unwrap_or_else(|error| Err(anyhow::anyhow!("the gateway panicked: {error}"))),
+                Some(joined) = tasks.join_next() => joined
+                    .unwrap_or_else(|error| Err(anyhow::anyhow!("a role panicked: {error}"))),
+            };
+            let _ = stop_backends.send(true);
+            first
         },
         &shutdown,
         grace,

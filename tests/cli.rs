@@ -111,3 +111,39 @@ async fn serve_warns_about_demo_and_stops_on_sigterm() {
         .expect("wick serve exits after SIGTERM");
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_open_stream_finish() {
+    let http = free_addr();
+    let grpc = free_addr();
+    let mut serve = WickProcess::start(
+        "serve",
+        &[
+            "serve",
+            "--http",
+            &http.to_string(),
+            "--grpc",
+            &grpc.to_string(),
+        ],
+    );
+    wait_ready(http).await;
+    let response = reqwest::Client::new()
+        .post(format!("http://{http}/ai/run/@cf/microsoft/phi-2"))
+        .json(&json!({"prompt": "Tell me a long story.", "max_tokens": 400, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    serve.send_sigterm();
+    let sse = common::read_sse(response).await;
+
+    assert!(sse.done, "the open stream ends with [DONE]");
+    let last = sse.events.last().expect("a final event");
+    assert!(last.get("errors").is_none(), "no error event: {last}");
+    assert!(last["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    let status = serve
+        .wait_exit(Duration::from_secs(40))
+        .expect("wick serve exits once the stream is done");
+    assert!(status.success(), "{status:?}");
+}

@@ -61,6 +61,15 @@ impl WickProcess {
         }
     }
 
+    /// Sends SIGTERM without waiting for the process to exit.
+    pub fn send_sigterm(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+    }
+
     /// Sends SIGTERM and returns the exit status, or None if the process was
     /// still running after `timeout` (it is then killed).
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
