@@ -9,6 +9,55 @@ use crate::engine::{Engine, EngineError, FinishReason, SampledToken, StepOutput}
 use crate::sampling::sample;
 use crate::sequence::Sequence;
 
+/// Fewest rows per thread when sampling in parallel: below it, starting a
+/// thread costs more than the rows it saves.
+const MIN_ROWS_PER_THREAD: usize = 8;
+
+/// Samples one token for each `(sequence index, logits row)` job and
+/// returns `(sequence index, token)` in job order.
+///
+/// Each draw depends only on its own row and sequence, so rows are split
+/// over the available cores: with a 51200-token vocabulary, sampling costs
+/// about as much per sequence as a small model's forward pass.
+fn sample_rows(sequences: &[Sequence], jobs: Vec<(usize, &mut [f32])>) -> Vec<(usize, u32)> {
+    let sample_one = |(index, row): (usize, &mut [f32])| {
+        let sequence = &sequences[index];
+        let token = sample(
+            row,
+            &sequence.sampling,
+            &sequence.penalties,
+            sequence.output_len(),
+        );
+        (index, token)
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(jobs.len() / MIN_ROWS_PER_THREAD);
+    if threads <= 1 {
+        return jobs.into_iter().map(sample_one).collect();
+    }
+    let chunk = jobs.len().div_ceil(threads);
+    let mut jobs = jobs.into_iter();
+    let mut groups = Vec::new();
+    loop {
+        let group: Vec<_> = jobs.by_ref().take(chunk).collect();
+        if group.is_empty() {
+            break;
+        }
+        groups.push(group);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = groups
+            .into_iter()
+            .map(|group| scope.spawn(|| group.into_iter().map(sample_one).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| handle.join().expect("sampling never panics"))
+            .collect()
+    })
+}
+
 /// Tokens one sequence feeds this step.
 struct Work {
     /// Index into `Engine::sequences`.
@@ -50,13 +99,18 @@ impl Engine {
         let vocab = self.model.vocab_size();
         let mut logits = logits.flatten_all()?.to_vec1::<f32>()?;
         let mut rows = logits.chunks_mut(vocab);
+        let mut jobs = Vec::new();
         for work in &plan {
             let sequence = &mut self.sequences[work.index];
             sequence.computed += work.len;
             if sequence.pending() == 0 {
                 let row = rows.next().expect("one logits row per sampling sequence");
-                output.tokens.push(self.sample_next(work.index, row));
+                jobs.push((work.index, row));
             }
+        }
+        let tokens = sample_rows(&self.sequences, jobs);
+        for (index, token) in tokens {
+            output.tokens.push(self.push_token(index, token));
         }
         self.release_finished(&output.tokens);
         trace!(
@@ -129,17 +183,11 @@ impl Engine {
         Ok(self.model.forward(&chunks, &self.cache)?)
     }
 
-    /// Samples the next token of sequence `index` and decides whether it
-    /// ends the sequence.
-    fn sample_next(&mut self, index: usize, logits: &mut [f32]) -> SampledToken {
+    /// Appends the sampled `token` to sequence `index` and decides whether
+    /// it ends the sequence.
+    fn push_token(&mut self, index: usize, token: u32) -> SampledToken {
         let context = self.info.context_length;
         let sequence: &mut Sequence = &mut self.sequences[index];
-        let token = sample(
-            logits,
-            &sequence.sampling,
-            &sequence.penalties,
-            sequence.output_len(),
-        );
         sequence.tokens.push(token);
         sequence.penalties.push_output(token);
 
