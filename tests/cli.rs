@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{free_addr, start_serve, wait_ready, WickProcess};
+use common::{free_addr, start_serve, WickProcess};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -81,21 +81,7 @@ async fn demo_model_folder_serves_like_builtin() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_warns_about_demo_and_stops_on_sigterm() {
-    let http = free_addr();
-    let grpc = free_addr();
-    let mut serve = WickProcess::start(
-        "serve",
-        &[
-            "serve",
-            "--http",
-            &http.to_string(),
-            "--grpc",
-            &grpc.to_string(),
-            "--workers",
-            "2",
-        ],
-    );
-    wait_ready(http).await;
+    let (mut serve, _) = start_serve("demo", &["--workers", "2"]).await;
     let logs = serve.logs();
     assert!(
         logs.contains("random"),
@@ -114,19 +100,7 @@ async fn serve_warns_about_demo_and_stops_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_open_stream_finish() {
-    let http = free_addr();
-    let grpc = free_addr();
-    let mut serve = WickProcess::start(
-        "serve",
-        &[
-            "serve",
-            "--http",
-            &http.to_string(),
-            "--grpc",
-            &grpc.to_string(),
-        ],
-    );
-    wait_ready(http).await;
+    let (mut serve, http) = start_serve("demo", &[]).await;
     let response = reqwest::Client::new()
         .post(format!("http://{http}/ai/run/@cf/microsoft/phi-2"))
         .json(&json!({"prompt": "Tell me a long story.", "max_tokens": 400, "stream": true}))

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{free_addr, read_sse, wait_ready, WickProcess};
+use common::{read_sse, start_serve, WickProcess};
 use futures::StreamExt as _;
 use serde_json::{json, Value};
 
@@ -20,19 +20,7 @@ struct Serve {
 
 impl Serve {
     async fn start(extra: &[&str]) -> Serve {
-        let http = free_addr();
-        let grpc = free_addr();
-        let mut args = vec![
-            "serve".to_string(),
-            "--http".into(),
-            http.to_string(),
-            "--grpc".into(),
-            grpc.to_string(),
-        ];
-        args.extend(extra.iter().map(|arg| arg.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let process = WickProcess::start("serve", &args);
-        wait_ready(http).await;
+        let (process, http) = start_serve("demo", extra).await;
         Serve {
             http,
             _process: process,
