@@ -256,7 +256,7 @@ pub struct DemoModelArgs {
     #[arg(long)]
     pub out: PathBuf,
 
-    /// Which model to write: `demo` (the built-in demo model) or
+    /// Model to write: `demo` (the built-in demo model) or
     /// `phi2-2layer` (phi-2's full width with 2 layers and random weights,
     /// about 1.7 GB, for benchmarks).
     #[arg(long, value_enum, default_value_t = DemoPreset::Demo)]

@@ -42,6 +42,19 @@ impl Serve {
         (status, response.json().await.unwrap())
     }
 
+    /// Sends `body` with `stream: true` and reads the whole SSE stream.
+    async fn stream(&self, mut body: Value) -> common::SseResult {
+        body["stream"] = json!(true);
+        let response = reqwest::Client::new()
+            .post(self.url(PHI2))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        read_sse(response).await
+    }
+
     async fn text(&self, body: Value) -> String {
         let (status, body) = self.generate(body).await;
         assert_eq!(status, 200, "{body}");
@@ -126,15 +139,7 @@ async fn exact_budgets_streamed_and_not() {
             "max_tokens {max_tokens}, not streamed"
         );
 
-        let mut streaming = body;
-        streaming["stream"] = json!(true);
-        let response = reqwest::Client::new()
-            .post(serve.url(PHI2))
-            .json(&streaming)
-            .send()
-            .await
-            .unwrap();
-        let sse = read_sse(response).await;
+        let sse = serve.stream(body).await;
         assert!(
             sse.done,
             "max_tokens {max_tokens}: the stream ends with [DONE]"
@@ -158,15 +163,7 @@ async fn unicode_prompt_streams_valid_text() {
     });
     let whole = serve.text(body.clone()).await;
 
-    let mut streaming = body;
-    streaming["stream"] = json!(true);
-    let response = reqwest::Client::new()
-        .post(serve.url(PHI2))
-        .json(&streaming)
-        .send()
-        .await
-        .unwrap();
-    let sse = read_sse(response).await;
+    let sse = serve.stream(body).await;
 
     assert!(sse.done);
     assert_eq!(sse.text, whole);

@@ -109,7 +109,7 @@ pub async fn serve(
     tracing::info!(addr = ?local_addr, scheduler = %scheduler_url, "gateway listening");
     let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
     // Each SSE event is a small write; without TCP_NODELAY, Nagle's
-    // algorithm holds it back until the client's delayed ACK.
+    // algorithm delays it until the client's delayed ACK.
     let listener = listener.tap_io(|stream| {
         if let Err(error) = stream.set_nodelay(true) {
             tracing::warn!(%error, "failed to set TCP_NODELAY on a connection");

@@ -68,11 +68,11 @@ pub struct QueueFull {
     pub max_queue: usize,
 }
 
-/// Where a cancelled sequence was.
+/// The place a cancelled sequence was in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cancelled {
     Queued,
-    /// Running on this worker, which must be told to release it.
+    /// Running on this worker, which must be sent a release for it.
     Running(usize),
     Unknown,
 }

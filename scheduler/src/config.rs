@@ -47,7 +47,7 @@ pub struct SchedulerConfig {
     /// First wait before reconnecting to a lost worker; doubles on each
     /// failure up to `reconnect_max`. Default 100 ms.
     pub reconnect_initial: Duration,
-    /// Longest wait between reconnection attempts. Default 5 s.
+    /// Maximum wait between reconnection attempts. Default 5 s.
     pub reconnect_max: Duration,
     /// Time between health checks of each connected worker. Default 2 s.
     pub health_interval: Duration,

@@ -176,7 +176,7 @@ impl Cluster {
         format!("http://{}{}", self.http, path)
     }
 
-    /// Waits until `/readyz` answers 200.
+    /// Waits until `/readyz` returns 200.
     pub async fn wait_ready(&self) {
         wait_ready(self.http).await;
     }
@@ -226,7 +226,7 @@ pub fn start_gateway(http: SocketAddr, grpc: SocketAddr) -> WickProcess {
     )
 }
 
-/// Polls `GET /readyz` until it answers 200 or `READY_TIMEOUT` passes.
+/// Polls `GET /readyz` until it returns 200 or `READY_TIMEOUT` passes.
 pub async fn wait_ready(http: SocketAddr) {
     let client = reqwest::Client::new();
     let url = format!("http://{http}/readyz");

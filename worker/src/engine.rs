@@ -62,7 +62,7 @@ pub struct SequenceRequest {
     pub stop_token_ids: Vec<u32>,
 }
 
-/// Why a sequence ended inside the engine.
+/// The reason a sequence ended inside the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
     Eos,
@@ -81,7 +81,7 @@ pub struct SampledToken {
     pub finish: Option<FinishReason>,
 }
 
-/// What one step did.
+/// The outcome of one step.
 #[derive(Debug, Clone, Default)]
 pub struct StepOutput {
     pub tokens: Vec<SampledToken>,
@@ -99,7 +99,7 @@ pub struct EngineLimits {
     pub block_size: usize,
     /// Size of the KV cache; the engine turns it into a block count.
     pub kv_capacity: KvCapacity,
-    /// Most sequences in one step.
+    /// Maximum sequences in one step.
     pub max_batch_sequences: usize,
     /// Most tokens (prefill plus decode) in one step; longer prompts are fed
     /// in chunks.
@@ -126,7 +126,7 @@ impl Default for EngineLimits {
     }
 }
 
-/// What the worker reports about its model (`Describe`).
+/// The model description the worker reports in `Describe`.
 #[derive(Debug, Clone)]
 pub struct ModelInfo {
     pub id: String,
@@ -183,7 +183,7 @@ pub struct Engine {
     pub(crate) sequences: Vec<Sequence>,
 }
 
-/// Where a model comes from.
+/// The source a model is loaded from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSource {
     /// The built-in demo model: phi-2's architecture at a small size, with

@@ -158,7 +158,7 @@ pub async fn serve(
         .add_service(WorkerServer::new(service))
         .serve_with_incoming_shutdown(
             // Every step sends a few small frames; without TCP_NODELAY,
-            // Nagle's algorithm holds them back until the peer's delayed
+            // Nagle's algorithm delays them until the peer's delayed
             // ACK, about 40 ms on Linux.
             TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,

@@ -9,8 +9,8 @@ use crate::engine::{Engine, EngineError, FinishReason, SampledToken, StepOutput}
 use crate::sampling::sample;
 use crate::sequence::Sequence;
 
-/// Fewest rows per thread when sampling in parallel: below it, starting a
-/// thread costs more than the rows it saves.
+/// Minimum rows per thread when sampling in parallel, because below it
+/// starting a thread costs more than the rows it saves.
 const MIN_ROWS_PER_THREAD: usize = 8;
 
 /// Samples one token for each `(sequence index, logits row)` job and

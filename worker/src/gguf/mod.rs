@@ -68,7 +68,7 @@ pub fn load_gguf(
         chat_template: built.chat_template,
         device: device_name,
         // Quantized matrix products take and return f32 activations, so the
-        // KV cache and every activation are f32 whatever `--dtype` says.
+        // KV cache and every activation are f32 whatever `--dtype` is set to.
         dtype: "f32".to_string(),
     };
     Ok((model, info))
