@@ -6,9 +6,10 @@
 //! 1. the repetition penalty (prompt and output tokens, each distinct token
 //!    once), then the frequency and presence penalties (output tokens only);
 //! 2. greedy argmax if temperature <= 0, top_k == 1 or top_p <= 0;
-//! 3. otherwise softmax at the temperature, computed in f64 after
-//!    subtracting the max logit, restricted to the top_k most likely tokens,
-//!    then to the smallest set whose probability reaches top_p;
+//! 3. otherwise logits rounded to a grid of 2^-10, then softmax at the
+//!    temperature: `exp` in f32 after subtracting the max logit, sums in
+//!    f64; restricted to the top_k most likely tokens, then to the smallest
+//!    set whose probability reaches top_p;
 //! 4. one draw from a uniform number that depends only on the seed and the
 //!    output index, so a sequence samples the same tokens whatever batch it
 //!    runs in and after a preemption.
@@ -66,28 +67,37 @@ pub fn sample(
     output_index: usize,
 ) -> u32 {
     apply_penalties(logits, params, state);
-    let (_, argmax) = replace_nan_and_find_max(logits);
     if is_greedy(params) {
-        return argmax;
+        return replace_nan_and_find_max(logits).1;
     }
     let max = round_to_grid(logits);
+    let inverse_temperature = 1.0 / params.temperature;
+    let uniform = uniform_draw(params.seed, output_index);
 
-    let mut candidates: Vec<u32> = (0..logits.len() as u32).collect();
-    if params.top_k > 0 && (params.top_k as usize) < candidates.len() {
-        keep_top(&mut candidates, params.top_k as usize, logits);
+    let top_k = params.top_k as usize;
+    let limits_top_k = top_k > 0 && top_k < logits.len();
+    if !limits_top_k && params.top_p >= 1.0 {
+        // Every token stays a candidate, so the weights are computed over
+        // the whole row at once, which the compiler vectorizes.
+        for logit in logits.iter_mut() {
+            *logit = scaled_weight(*logit, max, inverse_temperature);
+        }
+        return draw_from_row(logits, uniform);
     }
 
+    let mut candidates: Vec<u32> = (0..logits.len() as u32).collect();
+    if limits_top_k {
+        keep_top(&mut candidates, top_k, logits);
+    }
     // From here on `logits` contains unnormalized probabilities, in [0, 1].
-    let inverse_temperature = 1.0 / f64::from(params.temperature);
     for &token in &candidates {
         let logit = &mut logits[token as usize];
-        *logit = scaled_weight(*logit, max, inverse_temperature) as f32;
+        *logit = scaled_weight(*logit, max, inverse_temperature);
     }
     if params.top_p < 1.0 {
         keep_nucleus(&mut candidates, logits, f64::from(params.top_p));
     }
-
-    draw(&candidates, logits, uniform_draw(params.seed, output_index))
+    draw(&candidates, logits, uniform)
 }
 
 /// Returns the uniform number in [0, 1) used for output position `index`
@@ -114,8 +124,19 @@ fn mix64(mut x: u64) -> u64 {
 /// distribution.
 const LOGIT_GRID: f32 = 1.0 / 1024.0;
 
-/// Rounds every logit to a multiple of [`LOGIT_GRID`] and returns
-/// the new maximum.
+/// Adding then subtracting 1.5 * 2^23 rounds an f32 of magnitude below
+/// 2^22 to the nearest integer, ties to even: the sum lands where f32
+/// values are spaced by exactly 1. Unlike `f32::round`, which is a libm
+/// call on baseline x86-64, it vectorizes.
+const ROUNDING_SHIFT: f32 = 12_582_912.0;
+
+/// Logits of this magnitude or more are left as they are by
+/// [`round_to_grid`]: 2^22 grid steps.
+const GRID_LIMIT: f32 = 4096.0;
+
+/// Rounds every logit below [`GRID_LIMIT`] in magnitude to a multiple of
+/// [`LOGIT_GRID`], replaces NaN with -inf, and returns the new maximum
+/// (-inf if every logit is -inf or NaN).
 ///
 /// The same sequence gets logits that differ in their last bits from one
 /// batch to another, because matrix products sum in another order. Without
@@ -124,15 +145,37 @@ const LOGIT_GRID: f32 = 1.0 / 1024.0;
 /// rounding, the noise changes nothing unless a logit sits within it of a
 /// grid boundary.
 fn round_to_grid(logits: &mut [f32]) -> f32 {
-    let mut max = f32::NEG_INFINITY;
     for logit in logits.iter_mut() {
-        // From 8192 up, f32 values are already spaced by the grid or more.
-        if logit.abs() < 8192.0 {
-            *logit = (*logit / LOGIT_GRID).round() * LOGIT_GRID;
-        }
-        max = max.max(*logit);
+        let value = *logit;
+        *logit = if value.abs() < GRID_LIMIT {
+            let steps = (value * (1.0 / LOGIT_GRID) + ROUNDING_SHIFT) - ROUNDING_SHIFT;
+            steps * LOGIT_GRID
+        } else if value.is_nan() {
+            f32::NEG_INFINITY
+        } else {
+            value
+        };
     }
-    max
+    max_without_nan(logits)
+}
+
+/// Returns the largest of `values`, which contain no NaN, or -inf if
+/// empty. Eight running maxima instead of one let the loop vectorize.
+fn max_without_nan(values: &[f32]) -> f32 {
+    let larger = |a: f32, b: f32| if b > a { b } else { a };
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = values.chunks_exact(lanes.len());
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &value) in lanes.iter_mut().zip(chunk) {
+            *lane = larger(*lane, value);
+        }
+    }
+    lanes
+        .iter()
+        .chain(rest)
+        .copied()
+        .fold(f32::NEG_INFINITY, larger)
 }
 
 fn is_greedy(params: &SamplingParams) -> bool {
@@ -204,15 +247,63 @@ fn keep_top(candidates: &mut Vec<u32>, k: usize, values: &[f32]) {
 /// `exp((logit - max) * inverse_temperature)`, in [0, 1]. The max itself
 /// maps to exactly 1. An undefined exponent, such as -inf times 0 at an
 /// infinite temperature, maps to 0, so no input yields NaN.
-fn scaled_weight(logit: f32, max: f32, inverse_temperature: f64) -> f64 {
+#[inline(always)]
+fn scaled_weight(logit: f32, max: f32, inverse_temperature: f32) -> f32 {
+    let weight = exp_nonpositive((logit - max) * inverse_temperature);
     if logit == max {
-        return 1.0;
-    }
-    let exponent = (f64::from(logit) - f64::from(max)) * inverse_temperature;
-    if exponent.is_nan() {
-        0.0
+        1.0
     } else {
-        exponent.exp()
+        weight
+    }
+}
+
+/// Below this exponent, `exp` is under 1.7e-38, near the smallest normal
+/// f32, and [`exp_nonpositive`] returns 0.
+const EXP_CUTOFF: f32 = -87.0;
+
+/// `exp(x)` for `x <= 0`, within 2 units in the last place; 0 for `x`
+/// below [`EXP_CUTOFF`], -inf or NaN.
+///
+/// The standard library's `exp` is a libm call per element. This one has
+/// no branch and no call, so a loop over a row of logits vectorizes, and
+/// it gives the same bits on every platform and libm version, which keeps
+/// seeded draws reproducible across machines.
+///
+/// Method: `x = n * ln 2 + r` with integer `n` and `|r| <= ln(2) / 2`,
+/// `exp(x) = 2^n * exp(r)`, `exp(r)` by a degree-7 polynomial (its
+/// accuracy is checked by a test over the whole range) and `2^n` by writing
+/// the exponent bits directly.
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split in two: the high part has few enough bits that `n * high`
+    // is exact for the `n` used here.
+    const LN_2_HIGH: f32 = 0.693_359_4;
+    const LN_2_LOW: f32 = -2.121_944_4e-4;
+
+    let clamped = x.max(EXP_CUTOFF);
+    // Rounds `clamped * log2(e)` to the integer `n`, which then sits in the
+    // low mantissa bits of `shifted`.
+    let shifted = clamped * LOG2_E + ROUNDING_SHIFT;
+    let n = shifted - ROUNDING_SHIFT;
+    let r = clamped - n * LN_2_HIGH - n * LN_2_LOW;
+
+    let mut p = 1.987_569_1e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let exp_r = p * r * r + r + 1.0;
+
+    // `n` is in [-126, 0], so `n + 127` is a valid biased exponent.
+    let n_bits = shifted.to_bits().wrapping_sub(ROUNDING_SHIFT.to_bits());
+    let two_to_n = f32::from_bits(n_bits.wrapping_add(127) << 23);
+    // `x >= EXP_CUTOFF` is false for NaN as well.
+    if x >= EXP_CUTOFF {
+        exp_r * two_to_n
+    } else {
+        0.0
     }
 }
 
@@ -259,6 +350,56 @@ fn keep_nucleus(candidates: &mut Vec<u32>, weights: &[f32], top_p: f64) {
     // the threshold. The halving found the crossing before `high`, or no
     // crossing at all, in which case `high` is the full length.
     candidates.truncate(high);
+}
+
+/// Tokens per block of [`draw_from_row`]: the draw finds its block from
+/// the block sums, then scans one block only.
+const DRAW_BLOCK: usize = 256;
+
+/// Picks the token of `weights` where the cumulative weight first exceeds
+/// `uniform * total`. Returns 0 when `weights` is empty.
+fn draw_from_row(weights: &[f32], uniform: f64) -> u32 {
+    let block_sums: Vec<f64> = weights.chunks(DRAW_BLOCK).map(sum_f64).collect();
+    let target = uniform * block_sums.iter().sum::<f64>();
+    let mut cumulative = 0.0;
+    for (block, (&block_sum, chunk)) in block_sums
+        .iter()
+        .zip(weights.chunks(DRAW_BLOCK))
+        .enumerate()
+    {
+        if cumulative + block_sum <= target {
+            cumulative += block_sum;
+            continue;
+        }
+        for (offset, &weight) in chunk.iter().enumerate() {
+            cumulative += f64::from(weight);
+            if cumulative > target {
+                return (block * DRAW_BLOCK + offset) as u32;
+            }
+        }
+        // Rounding left the sum of single weights at or below the target,
+        // although the block sum passed it: go on with the next block.
+    }
+    // Only reached when rounding leaves the sum at or below the target: the
+    // last token that could be drawn.
+    weights
+        .iter()
+        .rposition(|&weight| weight > 0.0)
+        .unwrap_or(0) as u32
+}
+
+/// Sums f32 values in f64, in four interleaved partial sums so that the
+/// loop vectorizes. The order is fixed, so the result is too.
+fn sum_f64(values: &[f32]) -> f64 {
+    let mut lanes = [0.0f64; 4];
+    let chunks = values.chunks_exact(4);
+    let rest: f64 = chunks.remainder().iter().map(|&v| f64::from(v)).sum();
+    for chunk in chunks {
+        for (lane, &value) in lanes.iter_mut().zip(chunk) {
+            *lane += f64::from(value);
+        }
+    }
+    lanes.iter().sum::<f64>() + rest
 }
 
 /// Picks the candidate where the cumulative weight first exceeds
@@ -335,6 +476,79 @@ mod tests {
             candidates.sort_unstable();
             assert_eq!(candidates, expected, "top_p {top_p}");
         }
+    }
+
+    #[test]
+    fn exp_matches_f64_within_two_ulp() {
+        let mut worst = 0.0f64;
+        for i in 0..=1_000_000 {
+            let x = EXP_CUTOFF * i as f32 / 1_000_000.0;
+            let exact = f64::from(x).exp();
+            let ulp = f64::from(f32::EPSILON) * exact;
+            worst = worst.max((f64::from(exp_nonpositive(x)) - exact).abs() / ulp);
+        }
+        assert!(worst <= 2.0, "worst error {worst} ulp");
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert_eq!(exp_nonpositive(-0.0), 1.0);
+    }
+
+    #[test]
+    fn exp_is_zero_below_cutoff_and_for_nan() {
+        for x in [EXP_CUTOFF - 0.01, -1e30, f32::NEG_INFINITY, f32::NAN] {
+            assert_eq!(exp_nonpositive(x), 0.0, "x = {x}");
+        }
+        assert!(exp_nonpositive(EXP_CUTOFF) > 0.0);
+    }
+
+    #[test]
+    fn grid_rounding() {
+        let mut logits = [
+            0.3,
+            -2.0004,
+            1.0 / 2048.0,
+            5000.123,
+            f32::NAN,
+            f32::NEG_INFINITY,
+        ];
+        let max = round_to_grid(&mut logits);
+        assert_eq!(logits[0], (0.3f32 * 1024.0).round() / 1024.0);
+        assert_eq!(logits[1], -2.0);
+        // A tie rounds to the even step, 0.
+        assert_eq!(logits[2], 0.0);
+        assert_eq!(logits[3], 5000.123);
+        assert_eq!(logits[4], f32::NEG_INFINITY);
+        assert_eq!(logits[5], f32::NEG_INFINITY);
+        assert_eq!(max, 5000.123);
+    }
+
+    #[test]
+    fn row_draw_matches_candidate_draw() {
+        // Uneven weights over several blocks, with zeros and a short tail.
+        let weights: Vec<f32> = (0..(3 * DRAW_BLOCK + 17) as u32)
+            .map(|i| {
+                if i % 5 == 0 {
+                    0.0
+                } else {
+                    ((i * 7919) % 101) as f32 / 100.0
+                }
+            })
+            .collect();
+        let candidates: Vec<u32> = (0..weights.len() as u32).collect();
+        for step in 0..1000 {
+            let uniform = step as f64 / 1000.0;
+            let token = draw_from_row(&weights, uniform);
+            assert_eq!(
+                token,
+                draw(&candidates, &weights, uniform),
+                "uniform {uniform}"
+            );
+            assert!(weights[token as usize] > 0.0);
+        }
+        assert_eq!(
+            draw_from_row(&weights, 0.999_999_999),
+            draw(&candidates, &weights, 0.999_999_999)
+        );
+        assert_eq!(draw_from_row(&[], 0.5), 0);
     }
 
     #[test]
