@@ -107,6 +107,11 @@ pub struct PolicyArgs {
         value_delimiter = ','
     )]
     pub model_aliases: Vec<String>,
+
+    /// Seconds queued requests wait while no connected worker serves their
+    /// model, before they fail with HTTP 503.
+    #[arg(long, env = "WICK_NO_WORKER_TIMEOUT_SECS", default_value_t = 30)]
+    pub no_worker_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

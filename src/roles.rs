@@ -13,6 +13,10 @@ use crate::cli::{
 use crate::shutdown::{run_with_grace, Shutdown};
 use crate::telemetry;
 
+/// Time `wick scheduler` gets past its grace period to send the error
+/// events of requests still open, before the process exits regardless.
+const SCHEDULER_STOP_MARGIN: Duration = Duration::from_secs(5);
+
 /// Runs the subcommand until it ends or shutdown completes.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let service = match &cli.command {
@@ -68,11 +72,14 @@ async fn scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
     if let Some(addr) = args.metrics {
         telemetry::serve_metrics(addr, shutdown.clone()).await?;
     }
-    let config = scheduler_config(args.grpc, args.workers, &args.policy);
-    info!(?config, "starting scheduler");
     let grace = Duration::from_secs(args.grace.shutdown_grace_secs);
+    let config = scheduler_config(args.grpc, args.workers, &args.policy, grace);
+    info!(?config, "starting scheduler");
     let task = wick_scheduler::run(config, shutdown.wait());
-    finish(run_with_grace(task, &shutdown, grace).await, "scheduler")
+    // The scheduler itself ends requests still open after `grace` with an
+    // error event; the margin gives it time to send them.
+    let limit = grace + SCHEDULER_STOP_MARGIN;
+    finish(run_with_grace(task, &shutdown, limit).await, "scheduler")
 }
 
 async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
@@ -128,7 +135,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
 
-    let scheduler = scheduler_config(args.grpc, worker_urls, &args.policy);
+    let grace = Duration::from_secs(args.grace.shutdown_grace_secs);
+    let scheduler = scheduler_config(args.grpc, worker_urls, &args.policy, grace);
     info!(config = ?scheduler, "starting scheduler");
     let scheduler_url = format!("http://{}", args.grpc);
     let stop = backend_stop();
@@ -148,7 +156,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     info!(http = %args.http, grpc = %args.grpc, "wick is up");
 
-    let grace = Duration::from_secs(args.grace.shutdown_grace_secs);
     let drained = run_with_grace(
         async {
             // On a signal only the gateway stops at once: it stops accepting
@@ -232,10 +239,12 @@ async fn load_engine(source: &ModelSource, args: &ModelArgs) -> anyhow::Result<E
         .context("cannot load the model")
 }
 
+/// Builds the scheduler's config. `grace` becomes its drain timeout.
 fn scheduler_config(
     grpc: std::net::SocketAddr,
     workers: Vec<String>,
     policy: &PolicyArgs,
+    grace: Duration,
 ) -> wick_scheduler::SchedulerConfig {
     wick_scheduler::SchedulerConfig {
         grpc_addr: grpc,
@@ -247,6 +256,8 @@ fn scheduler_config(
             Batching::Sequential => wick_scheduler::BatchingMode::Sequential,
         },
         model_aliases: model_aliases(&policy.model_aliases),
+        no_worker_timeout: Duration::from_secs(policy.no_worker_timeout_secs),
+        drain_timeout: grace,
         ..Default::default()
     }
 }

@@ -109,7 +109,9 @@ impl ApiError {
         let message = error.message.clone();
         match EventErrorCode::try_from(error.code).unwrap_or(EventErrorCode::Unspecified) {
             EventErrorCode::DeadlineExceeded => ApiError::Timeout { message },
-            EventErrorCode::WorkerLost | EventErrorCode::ShuttingDown => ApiError::Unavailable {
+            EventErrorCode::WorkerLost
+            | EventErrorCode::ShuttingDown
+            | EventErrorCode::NoWorker => ApiError::Unavailable {
                 message,
                 retry_after_secs,
             },

@@ -159,6 +159,32 @@ impl Batcher {
         }
     }
 
+    /// Returns whether a queued sequence waits for a model that no
+    /// connected worker serves.
+    pub fn has_unserved(&self) -> bool {
+        self.queue
+            .iter()
+            .any(|waiting| !self.serves(&waiting.model))
+    }
+
+    /// Removes the queued sequences whose model no connected worker serves
+    /// and returns their ids, oldest first.
+    pub fn take_unserved(&mut self) -> Vec<u64> {
+        let (unserved, served): (VecDeque<Waiting>, VecDeque<Waiting>) =
+            std::mem::take(&mut self.queue)
+                .into_iter()
+                .partition(|waiting| !self.serves(&waiting.model));
+        self.queue = served;
+        unserved.into_iter().map(|waiting| waiting.id).collect()
+    }
+
+    fn serves(&self, model: &str) -> bool {
+        self.workers
+            .iter()
+            .flatten()
+            .any(|account| *account.capacity.model == *model)
+    }
+
     /// Forgets a running sequence that ended on its worker.
     pub fn finish(&mut self, id: u64) {
         self.remove_running(id);

@@ -209,3 +209,24 @@ fn sequential_mode_runs_one_per_worker() {
     batcher.finish(2);
     assert_eq!(batcher.schedule(), vec![(3, 1)]);
 }
+
+#[test]
+fn unserved_requests_are_taken_oldest_first() {
+    let mut batcher = batcher(BatchingMode::Sequential, &[capacity(100, 8)]);
+    enqueue(&mut batcher, 1, 16);
+    assert_eq!(batcher.schedule(), vec![(1, 0)]);
+    enqueue(&mut batcher, 2, 16);
+    batcher.enqueue(3, Arc::from("other/model"), 16).unwrap();
+    enqueue(&mut batcher, 4, 16);
+    assert!(batcher.has_unserved(), "no worker serves other/model");
+
+    assert_eq!(batcher.take_unserved(), vec![3]);
+    assert!(!batcher.has_unserved());
+    assert_eq!(batcher.queue_len(), 2);
+
+    // Once the only worker is lost, every queued request lacks one.
+    assert_eq!(batcher.worker_lost(0), vec![1]);
+    assert!(batcher.has_unserved());
+    assert_eq!(batcher.take_unserved(), vec![2, 4]);
+    assert_eq!(batcher.queue_len(), 0);
+}

@@ -54,6 +54,13 @@ pub struct SchedulerConfig {
     /// Time a worker has to answer a connection attempt, `Describe` or a
     /// health check before it counts as lost. Default 5 s.
     pub worker_timeout: Duration,
+    /// Time queued requests wait while no connected worker serves their
+    /// model, before they end with a `NO_WORKER` error event. Default 30 s.
+    pub no_worker_timeout: Duration,
+    /// Time accepted requests get to finish once shutdown starts; new
+    /// requests are rejected meanwhile. Requests still running after it end
+    /// with a `SHUTTING_DOWN` error event. Default 30 s.
+    pub drain_timeout: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -79,6 +86,8 @@ impl Default for SchedulerConfig {
             reconnect_max: Duration::from_secs(5),
             health_interval: Duration::from_secs(2),
             worker_timeout: Duration::from_secs(5),
+            no_worker_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -4,8 +4,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 use tracing::{debug, info, warn};
@@ -43,6 +45,9 @@ pub enum LoopEvent {
         epoch: u64,
         reason: String,
     },
+    /// Rejects new requests from now on and fires `drained` once every
+    /// accepted request has ended.
+    Drain { drained: oneshot::Sender<()> },
     /// Ends every live request with `SHUTTING_DOWN` and stops the loop.
     Shutdown,
 }
@@ -54,14 +59,27 @@ struct WorkerSlot {
     commands: Option<CommandSender>,
 }
 
+/// Settings of the batching loop that come from the scheduler's config.
+pub struct LoopSettings {
+    pub prefill_budget: Option<usize>,
+    pub no_worker_timeout: Duration,
+}
+
 pub struct EventLoop {
     batcher: Batcher,
     sequences: HashMap<u64, Sequence>,
     workers: Vec<WorkerSlot>,
     catalog: Arc<RwLock<Catalog>>,
     health: HealthReporter,
-    prefill_budget: Option<usize>,
+    settings: LoopSettings,
     admissions: u64,
+    /// When queued requests end for lack of a worker serving their model;
+    /// `None` while every queued request has one.
+    unserved_deadline: Option<Instant>,
+    /// Set once shutdown starts; new requests are rejected from then on.
+    draining: bool,
+    /// Fired once draining and no accepted request is left.
+    drained: Option<oneshot::Sender<()>>,
 }
 
 impl EventLoop {
@@ -70,7 +88,7 @@ impl EventLoop {
         urls: &[String],
         catalog: Arc<RwLock<Catalog>>,
         health: HealthReporter,
-        prefill_budget: Option<usize>,
+        settings: LoopSettings,
     ) -> Self {
         let workers = urls
             .iter()
@@ -86,8 +104,11 @@ impl EventLoop {
             workers,
             catalog,
             health,
-            prefill_budget,
+            settings,
             admissions: 0,
+            unserved_deadline: None,
+            draining: false,
+            drained: None,
         }
     }
 
@@ -107,18 +128,66 @@ impl EventLoop {
                     None | Some(LoopEvent::Shutdown) => break,
                     Some(event) => self.handle(event).await,
                 },
+                () = sleep_until(self.unserved_deadline) => self.fail_unserved(),
             }
             for (id, worker) in self.batcher.schedule() {
                 self.admit(id, worker);
             }
+            self.update_unserved_deadline();
             metrics().queue_length.set(self.batcher.queue_len() as i64);
+            if self.draining && self.sequences.is_empty() {
+                if let Some(drained) = self.drained.take() {
+                    info!("drained: every accepted request has ended");
+                    let _ = drained.send(());
+                }
+            }
         }
         self.shut_down();
+    }
+
+    /// Starts the no-worker countdown when a queued request first lacks a
+    /// worker for its model, and stops it once none does.
+    fn update_unserved_deadline(&mut self) {
+        if !self.batcher.has_unserved() {
+            self.unserved_deadline = None;
+        } else if self.unserved_deadline.is_none() {
+            self.unserved_deadline = Some(Instant::now() + self.settings.no_worker_timeout);
+        }
+    }
+
+    /// Ends the queued requests that no connected worker could serve for the
+    /// whole no-worker timeout.
+    fn fail_unserved(&mut self) {
+        self.unserved_deadline = None;
+        let timeout = self.settings.no_worker_timeout;
+        for id in self.batcher.take_unserved() {
+            let Some(mut sequence) = self.sequences.remove(&id) else {
+                continue;
+            };
+            warn!(parent: &sequence.span, request_id = %sequence.request_id, sequence_id = id, model = %sequence.model, timeout_secs = timeout.as_secs_f64(), "no worker for the queued request");
+            let message = format!(
+                "no worker serving model {} was connected for {:.1} s while the request waited; retry later",
+                sequence.model,
+                timeout.as_secs_f64()
+            );
+            sequence.fail_with(pb::error::Code::NoWorker, message);
+        }
+    }
+
+    async fn drain(&mut self, drained: oneshot::Sender<()>) {
+        info!(
+            live = self.sequences.len(),
+            "draining: accepted requests finish, new ones are rejected"
+        );
+        self.draining = true;
+        self.drained = Some(drained);
+        self.update_health().await;
     }
 
     async fn handle(&mut self, event: LoopEvent) {
         match event {
             LoopEvent::Submit { sequence, reply } => self.submit(*sequence, reply),
+            LoopEvent::Drain { drained } => self.drain(drained).await,
             LoopEvent::WorkerUp {
                 worker,
                 epoch,
@@ -149,6 +218,11 @@ impl EventLoop {
 
     fn submit(&mut self, sequence: Sequence, reply: oneshot::Sender<Result<(), RequestError>>) {
         let id = sequence.id;
+        if self.draining {
+            debug!(parent: &sequence.span, request_id = %sequence.request_id, sequence_id = id, "rejected: draining");
+            let _ = reply.send(Err(RequestError::ShuttingDown));
+            return;
+        }
         let result = self
             .batcher
             .enqueue(id, Arc::clone(&sequence.model), sequence.tokens());
@@ -319,6 +393,7 @@ impl EventLoop {
             total_blocks: describe.kv_blocks_total as usize,
             max_sequences: describe.max_batch_sequences.max(1) as usize,
             prefill_budget: self
+                .settings
                 .prefill_budget
                 .unwrap_or(describe.max_step_tokens.max(1) as usize),
         };
@@ -352,8 +427,6 @@ impl EventLoop {
                 sequence.fail_with(pb::error::Code::WorkerLost, message);
             }
         }
-        // NOTE: when the last worker is lost, queued requests wait for one
-        // to reconnect; requests have no queue deadline yet.
         metrics().running.with_label_values(&[&url]).set(0);
         self.update_health().await;
     }
@@ -361,7 +434,7 @@ impl EventLoop {
     async fn update_health(&mut self) {
         let connected = self.workers.iter().filter(|w| w.commands.is_some()).count();
         metrics().workers_connected.set(connected as i64);
-        let status = if connected > 0 {
+        let status = if connected > 0 && !self.draining {
             ServingStatus::Serving
         } else {
             ServingStatus::NotServing
@@ -371,6 +444,7 @@ impl EventLoop {
         }
     }
 
+    /// Ends every live request with a `SHUTTING_DOWN` error event.
     fn shut_down(&mut self) {
         let ids: Vec<u64> = self.sequences.keys().copied().collect();
         for id in ids {
@@ -385,5 +459,13 @@ impl EventLoop {
             }
         }
         info!("batching loop stopped");
+    }
+}
+
+/// Completes at `deadline`, or never when there is none.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }

@@ -40,16 +40,16 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tonic::transport::server::TcpIncoming;
-use tracing::info;
+use tracing::{info, warn};
 use wick_proto::v1::generation_server::GenerationServer;
 
 pub use config::{BatchingMode, SchedulerConfig};
 
 use batcher::Batcher;
 use catalog::Catalog;
-use event_loop::{EventLoop, LoopEvent};
+use event_loop::{EventLoop, LoopEvent, LoopSettings};
 use service::GenerationService;
 use worker_link::LinkTiming;
 
@@ -83,8 +83,10 @@ pub async fn run(
 }
 
 /// Serves `Generation` and health on an already bound listener, connected
-/// to `config.workers`, until `shutdown` completes. Requests still running
-/// then end with a `SHUTTING_DOWN` error event.
+/// to `config.workers`, until `shutdown` completes. Then it drains: health
+/// reports NOT_SERVING, new requests get UNAVAILABLE, and accepted ones get
+/// up to `config.drain_timeout` to finish before the rest end with a
+/// `SHUTTING_DOWN` error event.
 ///
 /// Errors with [`SchedulerError::Serve`] when the gRPC server fails.
 pub async fn serve(
@@ -112,7 +114,10 @@ pub async fn serve(
         &config.workers,
         Arc::clone(&catalog),
         health,
-        config.prefill_budget,
+        LoopSettings {
+            prefill_budget: config.prefill_budget,
+            no_worker_timeout: config.no_worker_timeout,
+        },
     );
     let loop_task = tokio::spawn(event_loop.run(receiver, cancel_receiver));
     let timing = LinkTiming {
@@ -146,8 +151,20 @@ pub async fn serve(
     // Open streams end only when the loop ends them, so the loop must stop
     // before the server's graceful shutdown can finish.
     let stop_loop = events.clone();
+    let drain_timeout = service.config.drain_timeout;
     let shutdown = async move {
         shutdown.await;
+        let (drained, all_ended) = oneshot::channel();
+        if stop_loop.send(LoopEvent::Drain { drained }).await.is_ok()
+            && tokio::time::timeout(drain_timeout, all_ended)
+                .await
+                .is_err()
+        {
+            warn!(
+                drain_timeout_secs = drain_timeout.as_secs_f64(),
+                "requests still running after the drain timeout end with SHUTTING_DOWN"
+            );
+        }
         let _ = stop_loop.send(LoopEvent::Shutdown).await;
     };
     let result = tonic::transport::Server::builder()

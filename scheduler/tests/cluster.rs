@@ -6,8 +6,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::real_worker::{limits, metric, RealWorker};
-use common::{collect, generate, prompt, Outcome, Scheduler, TEST_TIMEOUT};
+use common::{
+    collect, collect_within, generate, prompt, wait_for_health, Outcome, Scheduler, TEST_TIMEOUT,
+};
 use futures::StreamExt;
+use tonic_health::pb::health_check_response::ServingStatus;
 use wick_proto::v1 as pb;
 use wick_scheduler::{BatchingMode, SchedulerConfig};
 
@@ -23,6 +26,16 @@ async fn start(
     let scheduler = Scheduler::start(config, urls).await;
     scheduler.wait_for_workers(workers.len() as u32).await;
     (started, scheduler)
+}
+
+/// Stops the scheduler, checks that every worker freed all its KV blocks,
+/// then stops the workers.
+async fn stop_drained(mut workers: Vec<RealWorker>, scheduler: Scheduler) {
+    scheduler.stop().await;
+    for worker in &mut workers {
+        worker.wait_all_blocks_free().await;
+        worker.stop().await;
+    }
 }
 
 async fn stop(mut workers: Vec<RealWorker>, scheduler: Scheduler) {
@@ -397,4 +410,92 @@ async fn small_budgets_and_long_prompts() {
         status.message()
     );
     stop(workers, scheduler).await;
+}
+
+/// Starts a long greedy generation and returns its stream once the first
+/// event arrived, so the request is surely running.
+async fn running_stream(scheduler: &Scheduler) -> tonic::Streaming<pb::GenerateEvent> {
+    let mut client = scheduler.client().await;
+    let mut stream = client
+        .generate(prompt("Tell me a very long story.", 1000))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(TEST_TIMEOUT, stream.next())
+        .await
+        .expect("first event timed out");
+    assert!(
+        matches!(&first, Some(Ok(event)) if matches!(event.event, Some(pb::generate_event::Event::Delta(_)))),
+        "{first:?}"
+    );
+    stream
+}
+
+#[tokio::test]
+async fn shutdown_lets_accepted_requests_finish() {
+    let (workers, mut scheduler) = start(&[("drain", 4096, 4)], SchedulerConfig::default()).await;
+    let stream = running_stream(&scheduler).await;
+
+    scheduler.begin_stop();
+    wait_for_health(&scheduler.url, ServingStatus::NotServing).await;
+    let mut client = scheduler.client().await;
+    let status = client.generate(prompt("Too late", 5)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(
+        status.message().contains("shutting down"),
+        "{}",
+        status.message()
+    );
+
+    let outcome = collect_within(stream).await;
+    assert!(outcome.error.is_none(), "{:?}", outcome.error);
+    assert_budget(&outcome, 1000);
+    stop_drained(workers, scheduler).await;
+}
+
+#[tokio::test]
+async fn drain_timeout_ends_open_streams() {
+    let config = SchedulerConfig {
+        drain_timeout: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let (workers, mut scheduler) = start(&[("drain-timeout", 4096, 4)], config).await;
+    let stream = running_stream(&scheduler).await;
+
+    scheduler.begin_stop();
+    let outcome = collect_within(stream).await;
+    let error = outcome.error.expect("an error event");
+    assert_eq!(error.code, pb::error::Code::ShuttingDown as i32);
+    assert!(outcome.finished.is_none());
+    stop_drained(workers, scheduler).await;
+}
+
+#[tokio::test]
+async fn queued_requests_fail_without_any_worker() {
+    let config = SchedulerConfig {
+        no_worker_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let (mut workers, scheduler) = start(&[("lone", 4096, 1)], config).await;
+    let running = running_stream(&scheduler).await;
+    // The worker takes one sequence at a time, so this one waits.
+    let mut client = scheduler.client().await;
+    let queued = client
+        .generate(prompt("Waiting", 5))
+        .await
+        .unwrap()
+        .into_inner();
+
+    workers[0].stop().await;
+    let running = collect_within(running).await;
+    let error = running.error.expect("WORKER_LOST for the running request");
+    assert_eq!(error.code, pb::error::Code::WorkerLost as i32);
+
+    let queued = collect_within(queued).await;
+    let error = queued.error.expect("NO_WORKER for the queued request");
+    assert_eq!(error.code, pb::error::Code::NoWorker as i32);
+    assert!(error.message.contains("wick/demo-phi"), "{}", error.message);
+    assert!(error.message.contains("0.3 s"), "{}", error.message);
+    assert!(queued.token_ids.is_empty());
+    scheduler.stop().await;
 }

@@ -12,6 +12,9 @@ use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 use wick_proto::v1 as pb;
 use wick_proto::v1::generation_client::GenerationClient;
 use wick_scheduler::SchedulerConfig;
@@ -57,29 +60,27 @@ impl Scheduler {
     /// Waits until ListModels reports `workers` connected workers.
     pub async fn wait_for_workers(&self, workers: u32) {
         let mut client = self.client().await;
-        let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
-        loop {
+        poll_until(&format!("{workers} connected workers"), async || {
             let models = client
                 .list_models(pb::ListModelsRequest {})
                 .await
                 .unwrap()
                 .into_inner();
-            let connected: u32 = models.models.iter().map(|m| m.workers).sum();
-            if connected == workers {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {workers} workers"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            models.models.iter().map(|m| m.workers).sum::<u32>() == workers
+        })
+        .await;
     }
 
-    pub async fn stop(mut self) {
+    /// Starts the shutdown without waiting for it: the scheduler drains.
+    pub fn begin_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    /// Shuts the scheduler down and waits until `serve` returns.
+    pub async fn stop(mut self) {
+        self.begin_stop();
         if let Some(task) = self.task.take() {
             tokio::time::timeout(TEST_TIMEOUT, task)
                 .await
@@ -87,6 +88,44 @@ impl Scheduler {
                 .unwrap();
         }
     }
+}
+
+/// Polls the scheduler's standard health check of `wick.v1.Generation`
+/// until it reports `expected`.
+pub async fn wait_for_health(url: &str, expected: ServingStatus) {
+    let channel = Channel::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    poll_until(&format!("health {expected:?}"), async || {
+        let request = HealthCheckRequest {
+            service: "wick.v1.Generation".into(),
+        };
+        health.check(request).await.unwrap().into_inner().status() == expected
+    })
+    .await;
+}
+
+/// Runs `check` every 20 ms until it returns true, and fails the test when
+/// that takes longer than [`TEST_TIMEOUT`].
+pub async fn poll_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads a stream to its end, failing the test after [`TEST_TIMEOUT`].
+pub async fn collect_within(stream: tonic::Streaming<pb::GenerateEvent>) -> Outcome {
+    tokio::time::timeout(TEST_TIMEOUT, collect(stream))
+        .await
+        .expect("stream timed out")
 }
 
 pub fn prompt(text: &str, max_tokens: u32) -> pb::GenerateRequest {
@@ -127,9 +166,7 @@ pub async fn generate(
     request: pb::GenerateRequest,
 ) -> Result<Outcome, tonic::Status> {
     let stream = client.generate(request).await?.into_inner();
-    Ok(tokio::time::timeout(TEST_TIMEOUT, collect(stream))
-        .await
-        .expect("stream timed out"))
+    Ok(collect_within(stream).await)
 }
 
 pub async fn collect(mut stream: tonic::Streaming<pb::GenerateEvent>) -> Outcome {
