@@ -4,11 +4,13 @@
 //!
 //! Decode tokens (chunks of one token) are attended together as one padded
 //! batch, which keeps the number of tensor ops per layer independent of
-//! the batch size. Prefill chunks of two or more tokens are attended one
-//! by one with a causal mask.
+//! the batch size. With an f32 cache in CPU memory, decode tokens take a
+//! kernel that reads the cache in place instead (`crate::cpu`). Prefill
+//! chunks of two or more tokens are attended one by one with a causal mask.
 
 use candle_core::{DType, Device, Result, Tensor, D};
 
+use crate::cpu::{try_decode_attention, DecodeShape, DecodeSlots};
 use crate::kv_cache::{BlockTable, KvCache};
 
 /// One sequence's share of a step: a prefill chunk or one decode token.
@@ -45,6 +47,10 @@ struct DecodeBatch {
     mask: Tensor,
     count: usize,
     max_context: usize,
+    /// `read_slots` in host memory, for the CPU kernel.
+    slots: Vec<u32>,
+    /// Context length of each decode sequence.
+    contexts: Vec<usize>,
 }
 
 /// The index tensors of one step, built once and shared by every layer.
@@ -172,10 +178,12 @@ fn decode_batch(
     }
     Ok(Some(DecodeBatch {
         rows: Tensor::from_vec(rows, count, device)?,
-        read_slots: Tensor::from_vec(slots, count * max_context, device)?,
+        read_slots: Tensor::from_slice(&slots, count * max_context, device)?,
         mask: Tensor::from_vec(mask, (count, 1, 1, max_context), device)?,
         count,
         max_context,
+        slots,
+        contexts: decodes.iter().map(|&(_, _, context)| context).collect(),
     }))
 }
 
@@ -263,9 +271,35 @@ impl PagedAttention<'_> {
         self.num_heads / self.num_kv_heads
     }
 
-    /// Attention of every decode token at once. The query heads of one KV
-    /// head become that head's rows, so keys are never repeated.
+    /// Attention of every decode token at once: the CPU kernel when the
+    /// cache allows it, else the tensor path.
     fn attend_decode(
+        &self,
+        decode: &DecodeBatch,
+        query: &Tensor,
+        cache: &(Tensor, Tensor),
+    ) -> Result<Tensor> {
+        let reads = DecodeSlots {
+            slots: &decode.slots,
+            stride: decode.max_context,
+            contexts: &decode.contexts,
+        };
+        let shape = DecodeShape {
+            heads: self.num_heads,
+            kv_heads: self.num_kv_heads,
+            head_dim: self.head_dim,
+        };
+        let rows = query.index_select(&decode.rows, 0)?;
+        match try_decode_attention(&rows, cache, &reads, shape)? {
+            Some(output) => Ok(output),
+            None => self.attend_decode_tensors(decode, query, cache),
+        }
+    }
+
+    /// Decode attention with tensor ops, for any device and dtype. The
+    /// query heads of one KV head become that head's rows, so keys are
+    /// never repeated.
+    fn attend_decode_tensors(
         &self,
         decode: &DecodeBatch,
         query: &Tensor,
@@ -356,4 +390,67 @@ pub fn apply_partial_rotary(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<T
     }
     let passed = xs.narrow(D::Minus1, rotary_dim, head_dim - rotary_dim)?;
     Tensor::cat(&[&rotated, &passed], D::Minus1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::KvCapacity;
+
+    #[test]
+    fn cpu_kernel_matches_tensor_path() -> Result<()> {
+        let device = Device::Cpu;
+        let (heads, kv_heads, head_dim) = (8, 2, 16);
+        let kv_width = kv_heads * head_dim;
+        let capacity = KvCapacity::Tokens(256);
+        let mut cache = KvCache::new(1, kv_width, 4, capacity, DType::F32, &device).unwrap();
+        let (keys, values) = cache.layer(0);
+        keys.slice_set(&Tensor::randn(0f32, 1.0, (256, kv_width), &device)?, 0, 0)?;
+        values.slice_set(&Tensor::randn(0f32, 1.0, (256, kv_width), &device)?, 0, 0)?;
+
+        // Uneven contexts, so the tensor path pads and masks.
+        let contexts = [1, 7, 30];
+        let mut tables = Vec::new();
+        for context in contexts {
+            let mut table = BlockTable::new();
+            cache.grow(&mut table, context).unwrap();
+            tables.push(table);
+        }
+        let chunks: Vec<SequenceChunk<'_>> = tables
+            .iter()
+            .zip(contexts)
+            .map(|(table, context)| SequenceChunk {
+                tokens: &[0],
+                start: context - 1,
+                block_table: table,
+                wants_logits: true,
+            })
+            .collect();
+        let layout = StepLayout::new(&chunks, &cache, kv_width, &device)?;
+        let attention = PagedAttention {
+            layout: &layout,
+            num_heads: heads,
+            num_kv_heads: kv_heads,
+            head_dim,
+        };
+        let decode = layout.decode.as_ref().expect("three decode tokens");
+        let query = Tensor::randn(0f32, 1.0, (contexts.len(), heads, head_dim), &device)?;
+
+        let reads = DecodeSlots {
+            slots: &decode.slots,
+            stride: decode.max_context,
+            contexts: &decode.contexts,
+        };
+        let shape = DecodeShape {
+            heads,
+            kv_heads,
+            head_dim,
+        };
+        let kernel = try_decode_attention(&query, cache.layer(0), &reads, shape)?
+            .expect("an f32 CPU cache takes the kernel");
+        let tensors = attention.attend_decode_tensors(decode, &query, cache.layer(0))?;
+        let difference = (kernel - tensors)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(difference < 1e-5, "largest difference {difference}");
+        Ok(())
+    }
 }

@@ -24,6 +24,7 @@
 
 pub mod attention;
 pub mod config;
+mod cpu;
 pub mod demo;
 pub mod engine;
 pub mod gguf;

@@ -2,60 +2,53 @@
 //! cache (preempting when blocks run out), run the forward pass, sample,
 //! and finish sequences.
 
+use rayon::iter::{IndexedParallelIterator, IntoParallelIterator, ParallelIterator};
 use tracing::{debug, trace};
 
+use std::cell::RefCell;
+
 use crate::attention::SequenceChunk;
+use crate::cpu::with_f32_slice;
 use crate::engine::{Engine, EngineError, FinishReason, SampledToken, StepOutput};
 use crate::sampling::sample;
 use crate::sequence::Sequence;
 
-/// Minimum rows per thread when sampling in parallel, because below it
-/// starting a thread costs more than the rows it saves.
-const MIN_ROWS_PER_THREAD: usize = 8;
+/// Minimum rows per parallel sampling task, because a task costs
+/// more than a row or two saves.
+const MIN_ROWS_PER_TASK: usize = 4;
+
+thread_local! {
+    /// A logits row being sampled, which the sampler modifies in place; one
+    /// per thread, reused, so no step allocates a row.
+    static ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Samples one token for each `(sequence index, logits row)` job and
 /// returns `(sequence index, token)` in job order.
 ///
 /// Each draw depends only on its own row and sequence, so rows are split
-/// over the available cores: with a 51200-token vocabulary, sampling costs
-/// about as much per sequence as a small model's forward pass.
-fn sample_rows(sequences: &[Sequence], jobs: Vec<(usize, &mut [f32])>) -> Vec<(usize, u32)> {
-    let sample_one = |(index, row): (usize, &mut [f32])| {
-        let sequence = &sequences[index];
-        let token = sample(
-            row,
-            &sequence.sampling,
-            &sequence.penalties,
-            sequence.output_len(),
-        );
-        (index, token)
-    };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(jobs.len() / MIN_ROWS_PER_THREAD);
-    if threads <= 1 {
-        return jobs.into_iter().map(sample_one).collect();
-    }
-    let chunk = jobs.len().div_ceil(threads);
-    let mut jobs = jobs.into_iter();
-    let mut groups = Vec::new();
-    loop {
-        let group: Vec<_> = jobs.by_ref().take(chunk).collect();
-        if group.is_empty() {
-            break;
-        }
-        groups.push(group);
-    }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = groups
-            .into_iter()
-            .map(|group| scope.spawn(|| group.into_iter().map(sample_one).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|handle| handle.join().expect("sampling never panics"))
-            .collect()
-    })
+/// over the cores: with a 51200-token vocabulary, sampling costs about as
+/// much per sequence as a small model's forward pass. The tasks run on
+/// rayon's global pool, the one candle's CPU kernels use, so they do not
+/// compete with its threads, which spin for a while after each kernel.
+fn sample_rows(sequences: &[Sequence], jobs: Vec<(usize, &[f32])>) -> Vec<(usize, u32)> {
+    jobs.into_par_iter()
+        .with_min_len(MIN_ROWS_PER_TASK)
+        .map(|(index, logits)| {
+            let sequence = &sequences[index];
+            let token = ROW.with_borrow_mut(|row| {
+                row.clear();
+                row.extend_from_slice(logits);
+                sample(
+                    row,
+                    &sequence.sampling,
+                    &sequence.penalties,
+                    sequence.output_len(),
+                )
+            });
+            (index, token)
+        })
+        .collect()
 }
 
 /// Tokens one sequence feeds this step.
@@ -96,19 +89,25 @@ impl Engine {
         }
 
         let logits = self.forward(&plan)?;
-        let vocab = self.model.vocab_size();
-        let mut logits = logits.flatten_all()?.to_vec1::<f32>()?;
-        let mut rows = logits.chunks_mut(vocab);
-        let mut jobs = Vec::new();
+        let mut sampling = Vec::new();
         for work in &plan {
             let sequence = &mut self.sequences[work.index];
             sequence.computed += work.len;
             if sequence.pending() == 0 {
-                let row = rows.next().expect("one logits row per sampling sequence");
-                jobs.push((work.index, row));
+                sampling.push(work.index);
             }
         }
-        let tokens = sample_rows(&self.sequences, jobs);
+        let vocab = self.model.vocab_size();
+        let sample_all = |logits: &[f32]| {
+            let jobs = sampling.iter().copied().zip(logits.chunks(vocab)).collect();
+            sample_rows(&self.sequences, jobs)
+        };
+        // On the CPU the rows are read in place; elsewhere they are copied
+        // to host memory first.
+        let tokens = match with_f32_slice(&logits, sample_all)? {
+            Some(tokens) => tokens,
+            None => sample_all(&logits.flatten_all()?.to_vec1::<f32>()?),
+        };
         for (index, token) in tokens {
             output.tokens.push(self.push_token(index, token));
         }
