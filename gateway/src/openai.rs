@@ -73,7 +73,7 @@ async fn handle(
             .await?;
         Ok((answer, shape))
     };
-    let span = tracing::info_span!("request", request_id = %request_id);
+    let span = state::request_span(&request_id, &headers);
     let outcome = outcome.instrument(span).await;
     let labels = StreamLabels {
         request_id,

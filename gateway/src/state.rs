@@ -12,6 +12,7 @@ use axum::Json;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use wick_proto::trace_context;
 use wick_proto::v1::Finished;
 
 use crate::body::read_json;
@@ -20,7 +21,7 @@ use crate::error::{ApiError, Flavor};
 use crate::generation::{self, CallLimits, Generation};
 use crate::request::Parsed;
 use crate::sse::{self, StreamFormat, StreamLabels};
-use crate::upstream::Scheduler;
+use crate::upstream::{caller_trace_context, Scheduler};
 
 /// Maximum length of a client-sent `x-request-id` that is kept. Longer ones
 /// are replaced, so logs and traces stay readable.
@@ -155,6 +156,14 @@ impl AppState {
         let (text, finished) = generation.collect().await?;
         Ok(Answer::Complete { text, finished })
     }
+}
+
+/// Creates the span of one HTTP generation request, parented on the trace
+/// context in the caller's headers when it sent one.
+pub fn request_span(request_id: &str, headers: &HeaderMap) -> tracing::Span {
+    let span = tracing::info_span!("request", request_id = %request_id);
+    trace_context::set_parent(&span, caller_trace_context(headers));
+    span
 }
 
 /// Logs an error returned to the client: client mistakes at debug, and

@@ -5,19 +5,19 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use tokio::time::Instant;
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Streaming;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
+use wick_proto::trace_context;
 use wick_proto::v1::generation_client::GenerationClient;
 use wick_proto::v1::{GenerateEvent, GenerateRequest, ListModelsRequest, ModelInfo};
 
 use crate::GatewayError;
 
-/// W3C trace context headers copied from HTTP to gRPC metadata, so one
-/// trace covers the gateway and the scheduler.
+/// The W3C trace context headers.
 const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 
 /// A handle on the scheduler; cheap to clone, all clones share one channel.
@@ -47,8 +47,12 @@ impl Scheduler {
         })
     }
 
-    /// Starts a generation. `headers` are the HTTP request's, for trace
-    /// context; `deadline` is sent as the gRPC timeout.
+    /// Starts a generation. `deadline` is sent as the gRPC timeout.
+    ///
+    /// The call carries the current span's trace context, so the
+    /// scheduler's span is a child of the gateway's request span. When no
+    /// context is propagated (trace export off), the caller's own trace
+    /// headers from `headers` are forwarded unchanged instead.
     ///
     /// # Errors
     /// The scheduler's status when it rejects the request before streaming.
@@ -60,11 +64,8 @@ impl Scheduler {
     ) -> Result<Streaming<GenerateEvent>, tonic::Status> {
         let mut call = tonic::Request::new(request);
         call.set_timeout(deadline.saturating_duration_since(Instant::now()));
-        for name in TRACE_HEADERS {
-            let value = headers.get(name).and_then(|value| value.to_str().ok());
-            if let Some(value) = value.and_then(|value| MetadataValue::try_from(value).ok()) {
-                call.metadata_mut().insert(name, value);
-            }
+        if !trace_context::inject_metadata(&tracing::Span::current(), call.metadata_mut()) {
+            copy_trace_headers(headers, call.metadata_mut());
         }
         let response = self.generation.clone().generate(call).await?;
         Ok(response.into_inner())
@@ -98,6 +99,24 @@ impl Scheduler {
         };
         let response = self.health.clone().check(request).await?;
         Ok(response.into_inner().status == ServingStatus::Serving as i32)
+    }
+}
+
+/// Returns the trace context the HTTP caller sent, as the parent of the
+/// gateway's request span.
+pub fn caller_trace_context(headers: &HeaderMap) -> opentelemetry::Context {
+    let mut metadata = MetadataMap::new();
+    copy_trace_headers(headers, &mut metadata);
+    trace_context::extract_metadata(&metadata)
+}
+
+/// Copies the W3C trace context headers that are valid metadata values.
+fn copy_trace_headers(headers: &HeaderMap, metadata: &mut MetadataMap) {
+    for name in TRACE_HEADERS {
+        let value = headers.get(name).and_then(|value| value.to_str().ok());
+        if let Some(value) = value.and_then(|value| MetadataValue::try_from(value).ok()) {
+            metadata.insert(name, value);
+        }
     }
 }
 

@@ -38,7 +38,7 @@ pub async fn run(
             .await?;
         Ok((answer, WorkersAiStream))
     };
-    let span = tracing::info_span!("request", request_id = %request_id);
+    let span = state::request_span(&request_id, &headers);
     let outcome = outcome.instrument(span).await;
     let labels = StreamLabels {
         request_id,
