@@ -14,6 +14,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tonic::Status;
 use tracing::debug;
+use wick_proto::trace_context;
 use wick_proto::v1 as pb;
 
 use crate::detokenizer::IncrementalDecoder;
@@ -55,7 +56,8 @@ pub struct Sequence {
     /// True once a text delta reached the client; from then on the
     /// sequence cannot move to another worker unseen.
     pub streamed: bool,
-    /// The request's span, parent of every log line about it.
+    /// The request's span, parent of every log line about it and of the
+    /// worker's span for each admission.
     pub span: tracing::Span,
     decoder: IncrementalDecoder,
     stop: StopMatcher,
@@ -81,12 +83,15 @@ pub struct NewSequence {
     pub stop: Vec<String>,
     pub tools: Vec<pb::Tool>,
     pub events: EventSender,
+    /// The trace context of the `Generate` call, parent of the span.
+    pub trace_parent: opentelemetry::Context,
 }
 
 impl Sequence {
     pub fn new(new: NewSequence) -> Self {
         let span =
             tracing::info_span!("request", request_id = %new.request_id, sequence_id = new.id);
+        trace_context::set_parent(&span, new.trace_parent);
         Sequence {
             id: new.id,
             request_id: new.request_id,
@@ -116,6 +121,8 @@ impl Sequence {
         self.prompt.len() + self.generated.len()
     }
 
+    /// Builds the command that admits this sequence to a worker, carrying
+    /// the span's trace context.
     pub fn admit_command(&self) -> pb::Admit {
         pb::Admit {
             sequence_id: self.id,
@@ -124,6 +131,7 @@ impl Sequence {
             sampling: Some(self.sampling),
             max_new_tokens: self.max_tokens,
             stop_token_ids: Vec::new(),
+            trace_context: trace_context::inject_map(&self.span),
         }
     }
 

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::debug;
+use wick_proto::trace_context;
 use wick_proto::v1 as pb;
 use wick_proto::v1::generation_server::Generation;
 
@@ -118,7 +119,13 @@ impl GenerationService {
         Ok(max_tokens)
     }
 
-    async fn submit(&self, request: pb::GenerateRequest) -> Result<CancelOnDrop, RequestError> {
+    /// Queues a checked request; its span's parent is `trace_parent`, the
+    /// trace context of the `Generate` call.
+    async fn submit(
+        &self,
+        request: pb::GenerateRequest,
+        trace_parent: opentelemetry::Context,
+    ) -> Result<CancelOnDrop, RequestError> {
         let prepared = self.prepare(&request)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let request_id = if request.request_id.is_empty() {
@@ -146,6 +153,7 @@ impl GenerationService {
             stop: request.stop,
             tools,
             events,
+            trace_parent,
         });
         // From here on, dropping the stream cancels the sequence.
         let stream = CancelOnDrop {
@@ -185,7 +193,8 @@ impl Generation for GenerationService {
         &self,
         request: Request<pb::GenerateRequest>,
     ) -> Result<Response<Self::GenerateStream>, Status> {
-        match self.submit(request.into_inner()).await {
+        let trace_parent = trace_context::extract_metadata(request.metadata());
+        match self.submit(request.into_inner(), trace_parent).await {
             Ok(stream) => Ok(Response::new(stream)),
             Err(error) => {
                 let label = outcome_label(&error);
