@@ -6,7 +6,7 @@
 //! channel without blocking before each step, so commands never wait for
 //! more than one step.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,11 +14,12 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tonic::Status;
 use tracing::{debug, error, info, trace, warn};
+use wick_proto::trace_context;
 use wick_proto::v1 as pb;
 
 use super::convert;
 use super::metrics::{StepNumbers, WorkerMetrics};
-use crate::engine::Engine;
+use crate::engine::{Engine, FinishReason};
 
 /// Events of one Run stream, as the gRPC response stream carries them.
 pub type EventSender = mpsc::Sender<Result<pb::WorkerEvent, Status>>;
@@ -60,9 +61,10 @@ struct EngineLoop {
     shared: Arc<SharedState>,
     /// The current Run stream: its id and where its events go.
     link: Option<(u64, EventSender)>,
-    /// Live sequence ids, to release them all when the stream goes away;
-    /// the engine contract has no way to list them.
-    live: HashSet<u64>,
+    /// Live sequences and their spans, to release them all when the stream
+    /// goes away, because the engine contract has no way to list them.
+    /// Removing an entry drops its span, which ends it.
+    live: HashMap<u64, tracing::Span>,
     /// Sequences released by command since the last step result.
     released: Vec<u64>,
     step: u64,
@@ -84,7 +86,7 @@ pub fn run(
         metrics,
         shared,
         link: None,
-        live: HashSet::new(),
+        live: HashMap::new(),
         released: Vec::new(),
         step: 0,
     };
@@ -160,13 +162,15 @@ impl EngineLoop {
         self.link.as_ref().is_some_and(|(id, _)| *id == stream)
     }
 
-    fn admit(&mut self, admit: pb::Admit) {
+    fn admit(&mut self, mut admit: pb::Admit) {
         let sequence_id = admit.sequence_id;
         let prompt_tokens = admit.prompt_token_ids.len();
+        let trace_context = std::mem::take(&mut admit.trace_context);
         match self.engine.admit(convert::sequence_request(admit)) {
             Ok(()) => {
-                self.live.insert(sequence_id);
-                debug!(worker = %self.name, sequence_id, prompt_tokens, "admitted");
+                let span = self.sequence_span(sequence_id, prompt_tokens, &trace_context);
+                debug!(parent: &span, worker = %self.name, sequence_id, prompt_tokens, "admitted");
+                self.live.insert(sequence_id, span);
             }
             Err(error) => {
                 self.metrics.rejected.inc();
@@ -178,10 +182,42 @@ impl EngineLoop {
         }
     }
 
+    /// Creates the span of one admission of a sequence, from admit to its
+    /// end on this worker, in the scheduler's trace for the request. A
+    /// preempted sequence that comes back gets a new span.
+    fn sequence_span(
+        &self,
+        sequence_id: u64,
+        prompt_tokens: usize,
+        trace_context: &HashMap<String, String>,
+    ) -> tracing::Span {
+        let span = tracing::info_span!(
+            "sequence",
+            worker = %self.name,
+            sequence_id,
+            prompt_tokens,
+            outcome = tracing::field::Empty,
+        );
+        trace_context::set_parent(&span, trace_context::extract_map(trace_context));
+        span
+    }
+
+    /// Ends a live sequence's span with `outcome`; returns false when the
+    /// sequence is not live.
+    fn end_sequence(&mut self, sequence_id: u64, outcome: &'static str) -> bool {
+        match self.live.remove(&sequence_id) {
+            Some(span) => {
+                span.record("outcome", outcome);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn release(&mut self, sequence_id: u64) {
         // Unknown ids are fine: the sequence may have finished in the step
         // that crossed this command.
-        if self.live.remove(&sequence_id) {
+        if self.end_sequence(sequence_id, "released") {
             self.engine.release(sequence_id);
             self.released.push(sequence_id);
             debug!(worker = %self.name, sequence_id, "released");
@@ -189,7 +225,8 @@ impl EngineLoop {
     }
 
     fn release_all(&mut self) {
-        for id in self.live.drain() {
+        for (id, span) in self.live.drain() {
+            span.record("outcome", "released");
             self.engine.release(id);
         }
         self.released.clear();
@@ -225,12 +262,12 @@ impl EngineLoop {
         };
         self.step += 1;
         for token in &output.tokens {
-            if token.finish.is_some() {
-                self.live.remove(&token.sequence_id);
+            if let Some(finish) = token.finish {
+                self.end_sequence(token.sequence_id, finish_outcome(finish));
             }
         }
         for id in &output.preempted {
-            self.live.remove(id);
+            self.end_sequence(*id, "preempted");
         }
         let duration = started.elapsed();
         self.metrics.record_step(&StepNumbers {
@@ -294,5 +331,14 @@ impl EngineLoop {
             self.link = None;
             self.release_all();
         }
+    }
+}
+
+/// Returns the `outcome` of the span of a sequence that the engine ended.
+fn finish_outcome(finish: FinishReason) -> &'static str {
+    match finish {
+        FinishReason::Eos => "eos",
+        FinishReason::Length => "length",
+        FinishReason::Context => "context",
     }
 }
