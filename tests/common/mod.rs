@@ -31,6 +31,11 @@ pub struct WickProcess {
 impl WickProcess {
     /// Starts `wick ARGS`, with logs in a temporary file shown on failure.
     pub fn start(name: &str, args: &[&str]) -> WickProcess {
+        WickProcess::start_with_env(name, args, &[])
+    }
+
+    /// Starts `wick ARGS` with the extra environment variables `env`.
+    pub fn start_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> WickProcess {
         let log = std::env::temp_dir().join(format!(
             "wick-e2e-{}-{}-{name}.log",
             std::process::id(),
@@ -42,6 +47,7 @@ impl WickProcess {
             .env("RUST_LOG", "info")
             // Many processes share two cores in CI: one compute thread each.
             .env("RAYON_NUM_THREADS", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -202,11 +208,21 @@ pub fn start_scheduler(grpc: SocketAddr, workers: &[SocketAddr]) -> WickProcess 
 /// for `model` on free loopback ports, with `extra` flags, and returns it
 /// with its HTTP address once the gateway is ready.
 pub async fn start_serve(model: &str, extra: &[&str]) -> (WickProcess, SocketAddr) {
+    start_serve_with_env(model, extra, &[]).await
+}
+
+/// Starts `wick serve` as [`start_serve`] does, with the extra environment
+/// variables `env`.
+pub async fn start_serve_with_env(
+    model: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (WickProcess, SocketAddr) {
     let http = free_addr().to_string();
     let grpc = free_addr().to_string();
     let mut args = vec!["serve", "--http", &http, "--grpc", &grpc, "--model", model];
     args.extend_from_slice(extra);
-    let process = WickProcess::start("serve", &args);
+    let process = WickProcess::start_with_env("serve", &args, env);
     let http: SocketAddr = http.parse().expect("a socket address parses back");
     wait_ready(http).await;
     (process, http)
