@@ -186,9 +186,21 @@ async fn trace_covers_gateway_scheduler_worker() {
         unreachable!("one span per expected entry");
     };
 
-    assert_eq!(hex(&gateway.parent_span_id), CALLER_SPAN_ID);
-    assert_eq!(scheduler.parent_span_id, gateway.span_id);
-    assert_eq!(worker.parent_span_id, scheduler.span_id);
+    assert_eq!(
+        hex(&gateway.parent_span_id),
+        CALLER_SPAN_ID,
+        "the gateway span's parent is the caller's span"
+    );
+    assert_eq!(
+        hex(&scheduler.parent_span_id),
+        hex(&gateway.span_id),
+        "the scheduler span's parent is the gateway span"
+    );
+    assert_eq!(
+        hex(&worker.parent_span_id),
+        hex(&scheduler.span_id),
+        "the worker span's parent is the scheduler span"
+    );
     let sequence_id = attribute(scheduler, "sequence_id");
     assert!(
         sequence_id.is_some(),
