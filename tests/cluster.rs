@@ -274,3 +274,56 @@ async fn gateway_started_before_scheduler_becomes_ready() {
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduler_sigterm_lets_open_stream_finish() {
+    let mut cluster = Cluster::start().await;
+    let client = reqwest::Client::new();
+    let response = client
+        .post(cluster.url(PHI2))
+        .json(&json!({"prompt": "Tell me a very long story.", "max_tokens": 1500, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let stream = tokio::spawn(read_sse(response));
+
+    cluster.scheduler.send_sigterm();
+    // The draining scheduler reports NOT_SERVING, so the gateway turns
+    // new requests away while the open stream goes on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = client.get(cluster.url("/readyz")).send().await.unwrap();
+        if ready.status() == 503 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway stayed ready after the scheduler's SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let late = client
+        .post(cluster.url(PHI2))
+        .json(&json!({"prompt": "hi", "max_tokens": 4}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), 503);
+
+    let sse = tokio::time::timeout(Duration::from_secs(60), stream)
+        .await
+        .expect("the open stream hung")
+        .unwrap();
+    assert!(sse.done, "the open stream ends with [DONE]");
+    let last = sse.events.last().expect("a final event");
+    assert!(last.get("errors").is_none(), "no error event: {last}");
+    let completion_tokens = last["usage"]["completion_tokens"].as_u64().unwrap();
+    eprintln!("the drained stream returned {completion_tokens} tokens");
+    assert!(completion_tokens > 0);
+    let status = cluster
+        .scheduler
+        .wait_exit(Duration::from_secs(40))
+        .expect("the scheduler exits once the stream is done");
+    assert!(status.success(), "{status:?}");
+}
