@@ -76,11 +76,15 @@ pub fn sample(
 
     let top_k = params.top_k as usize;
     let limits_top_k = top_k > 0 && top_k < logits.len();
-    if !limits_top_k && params.top_p >= 1.0 {
-        // Every token stays a candidate, so the weights are computed over
-        // the whole row at once, which the compiler vectorizes.
+    if !limits_top_k {
+        // Without top-k, the weights are computed over the whole row at
+        // once, which the compiler vectorizes, and the draw works on the
+        // row itself: tokens outside the nucleus get weight 0.
         for logit in logits.iter_mut() {
             *logit = scaled_weight(*logit, max, inverse_temperature);
+        }
+        if params.top_p < 1.0 {
+            keep_nucleus_in_row(logits, f64::from(params.top_p));
         }
         return draw_from_row(logits, uniform);
     }
@@ -402,6 +406,63 @@ fn sum_f64(values: &[f32]) -> f64 {
     lanes.iter().sum::<f64>() + rest
 }
 
+/// Weights fall into buckets by their top bits (sign, exponent and three
+/// mantissa bits). For non-negative floats the bit patterns sort like the
+/// values, so every weight of a higher bucket is larger than every weight
+/// of a lower one, and one bucket spans values within a factor of 1.125.
+const BUCKET_SHIFT: u32 = 20;
+
+/// Sets to 0 the weight of every token outside the nucleus: the smallest
+/// set of most likely tokens whose weights reach `top_p` of the total,
+/// including the token that crosses it, ties going to the lower id. This
+/// is the set [`keep_nucleus`] keeps.
+///
+/// Bucket sums find the bucket where the cumulative weight crosses the
+/// threshold, so only that bucket's tokens get sorted.
+fn keep_nucleus_in_row(weights: &mut [f32], top_p: f64) {
+    let bucket = |weight: f32| (weight.to_bits() >> BUCKET_SHIFT) as usize;
+    let mut sums = vec![0.0f64; 1 << (32 - BUCKET_SHIFT)];
+    for &weight in weights.iter() {
+        sums[bucket(weight)] += f64::from(weight);
+    }
+    let threshold = top_p * sums.iter().sum::<f64>();
+    let mut above = 0.0;
+    let mut crossing = None;
+    for (index, &sum) in sums.iter().enumerate().rev() {
+        if above + sum >= threshold {
+            crossing = Some(index);
+            break;
+        }
+        above += sum;
+    }
+    // Without a crossing, rounding kept the sum under the threshold, and
+    // every token stays.
+    let Some(crossing) = crossing else {
+        return;
+    };
+
+    let mut tied: Vec<u32> = (0..weights.len() as u32)
+        .filter(|&token| bucket(weights[token as usize]) == crossing)
+        .collect();
+    tied.sort_unstable_by(by_value_descending(weights));
+    let mut kept = tied.len();
+    for (rank, &token) in tied.iter().enumerate() {
+        above += f64::from(weights[token as usize]);
+        if above >= threshold {
+            kept = rank + 1;
+            break;
+        }
+    }
+    for &token in &tied[kept..] {
+        weights[token as usize] = 0.0;
+    }
+    for weight in weights.iter_mut() {
+        if bucket(*weight) < crossing {
+            *weight = 0.0;
+        }
+    }
+}
+
 /// Picks the candidate where the cumulative weight first exceeds
 /// `uniform * total`.
 fn draw(candidates: &[u32], weights: &[f32], uniform: f64) -> u32 {
@@ -549,6 +610,34 @@ mod tests {
             draw(&candidates, &weights, 0.999_999_999)
         );
         assert_eq!(draw_from_row(&[], 0.5), 0);
+    }
+
+    #[test]
+    fn row_nucleus_matches_candidate_nucleus() {
+        let skewed: Vec<f32> = (0..51200u32)
+            .map(|i| (-(((i * 7919) % 51200) as f32) / 500.0).exp())
+            .collect();
+        let ties: Vec<f32> = (0..5000u32)
+            .map(|i| [1.0, 0.5, 0.25][i as usize % 3])
+            .collect();
+        let flat = vec![1.0f32; 3000];
+        for (name, weights) in [("skewed", skewed), ("ties", ties), ("flat", flat)] {
+            for top_p in [0.0001, 0.3, 0.5, 0.9, 0.99] {
+                let mut expected: Vec<u32> = (0..weights.len() as u32).collect();
+                keep_nucleus(&mut expected, &weights, top_p);
+                expected.sort_unstable();
+
+                let mut row = weights.clone();
+                keep_nucleus_in_row(&mut row, top_p);
+                let kept: Vec<u32> = (0..row.len() as u32)
+                    .filter(|&token| row[token as usize] > 0.0)
+                    .collect();
+                assert_eq!(kept, expected, "{name}, top_p {top_p}");
+                for &token in &kept {
+                    assert_eq!(row[token as usize], weights[token as usize]);
+                }
+            }
+        }
     }
 
     #[test]
