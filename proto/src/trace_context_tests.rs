@@ -147,3 +147,18 @@ fn binary_metadata_keys_are_skipped() {
     let keys = carrier.keys();
     assert_eq!(keys, vec!["traceparent"]);
 }
+
+#[test]
+fn invalid_metadata_entries_are_skipped() {
+    let mut metadata = MetadataMap::new();
+    let mut injector = MetadataInjector {
+        metadata: &mut metadata,
+        written: 0,
+    };
+    injector.set("bad key", "value".into());
+    injector.set("tracestate", "line\nbreak".into());
+    injector.set("traceparent", caller_traceparent());
+    assert_eq!(injector.written, 1);
+    assert_eq!(metadata.len(), 1);
+    assert!(metadata.get("traceparent").is_some());
+}

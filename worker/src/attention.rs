@@ -289,29 +289,24 @@ impl PagedAttention<'_> {
             kv_heads: self.num_kv_heads,
             head_dim: self.head_dim,
         };
-        let rows = query.index_select(&decode.rows, 0)?;
-        match try_decode_attention(&rows, cache, &reads, shape)? {
+        let queries = query.index_select(&decode.rows, 0)?;
+        match try_decode_attention(&queries, cache, &reads, shape)? {
             Some(output) => Ok(output),
-            None => self.attend_decode_tensors(decode, query, cache),
+            None => self.attend_decode_tensors(decode, &queries, cache),
         }
     }
 
-    /// Decode attention with tensor ops, for any device and dtype. The
-    /// query heads of one KV head become that head's rows, so keys are
-    /// never repeated.
+    /// Decode attention with tensor ops, for any device and dtype, over the
+    /// decode tokens' queries `[count, heads, head_dim]`. The query heads of
+    /// one KV head become that head's rows, so keys are never repeated.
     fn attend_decode_tensors(
         &self,
         decode: &DecodeBatch,
-        query: &Tensor,
+        queries: &Tensor,
         cache: &(Tensor, Tensor),
     ) -> Result<Tensor> {
         let (count, kv_heads, head_dim) = (decode.count, self.num_kv_heads, self.head_dim);
-        let query = query.index_select(&decode.rows, 0)?.reshape((
-            count,
-            kv_heads,
-            self.group_size(),
-            head_dim,
-        ))?;
+        let query = queries.reshape((count, kv_heads, self.group_size(), head_dim))?;
         let gather = |cache: &Tensor| {
             cache
                 .index_select(&decode.read_slots, 0)?

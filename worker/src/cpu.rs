@@ -1,9 +1,9 @@
 //! CPU fast paths that read tensor memory in place: decode attention
 //! straight from the paged KV cache, and the logits rows for sampling.
 //!
-//! For decode attention, the tensor path gathers every sequence's keys and values into a padded
-//! batch, transposes them to heads first and runs two batched matrix
-//! products. On the CPU, for one-token queries, those copies cost far more
+//! For decode attention, the tensor path gathers every sequence's keys and
+//! values into a padded batch, transposes them to heads first and runs two
+//! batched matrix products. On the CPU, for one-token queries, those copies cost far more
 //! than the arithmetic: at 32 sequences of 130 positions, most of a layer's
 //! attention time. This kernel walks each sequence's cache slots in place
 //! and splits the sequences over rayon's pool. It serves f32 caches on the
@@ -42,7 +42,8 @@ pub fn try_decode_attention(
     reads: &DecodeSlots<'_>,
     shape: DecodeShape,
 ) -> Result<Option<Tensor>> {
-    if !cache.0.device().is_cpu() {
+    let on_cpu_f32 = |tensor: &Tensor| tensor.device().is_cpu() && tensor.dtype() == DType::F32;
+    if !on_cpu_f32(&cache.0) || !on_cpu_f32(&cache.1) {
         return Ok(None);
     }
     let query = query
@@ -134,7 +135,8 @@ fn decode_attention(
     output
 }
 
-/// Returns the dot product, computed in eight interleaved partial sums, so the loop vectorizes.
+/// Returns the dot product, summed in eight interleaved partial sums so
+/// that the loop vectorizes.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
     let chunks = a.chunks_exact(8).zip(b.chunks_exact(8));

@@ -90,9 +90,7 @@ pub fn sample(
     }
 
     let mut candidates: Vec<u32> = (0..logits.len() as u32).collect();
-    if limits_top_k {
-        keep_top(&mut candidates, top_k, logits);
-    }
+    keep_top(&mut candidates, top_k, logits);
     // From here on `logits` contains unnormalized probabilities, in [0, 1].
     for &token in &candidates {
         let logit = &mut logits[token as usize];
@@ -445,15 +443,15 @@ fn keep_nucleus_in_row(weights: &mut [f32], top_p: f64) {
         .filter(|&token| bucket(weights[token as usize]) == crossing)
         .collect();
     tied.sort_unstable_by(by_value_descending(weights));
-    let mut kept = tied.len();
+    let mut tied_in_nucleus = tied.len();
     for (rank, &token) in tied.iter().enumerate() {
         above += f64::from(weights[token as usize]);
         if above >= threshold {
-            kept = rank + 1;
+            tied_in_nucleus = rank + 1;
             break;
         }
     }
-    for &token in &tied[kept..] {
+    for &token in &tied[tied_in_nucleus..] {
         weights[token as usize] = 0.0;
     }
     for weight in weights.iter_mut() {
@@ -629,11 +627,11 @@ mod tests {
 
                 let mut row = weights.clone();
                 keep_nucleus_in_row(&mut row, top_p);
-                let kept: Vec<u32> = (0..row.len() as u32)
+                let nucleus: Vec<u32> = (0..row.len() as u32)
                     .filter(|&token| row[token as usize] > 0.0)
                     .collect();
-                assert_eq!(kept, expected, "{name}, top_p {top_p}");
-                for &token in &kept {
+                assert_eq!(nucleus, expected, "{name}, top_p {top_p}");
+                for &token in &nucleus {
                     assert_eq!(row[token as usize], weights[token as usize]);
                 }
             }

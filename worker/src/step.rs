@@ -2,10 +2,10 @@
 //! cache (preempting when blocks run out), run the forward pass, sample,
 //! and finish sequences.
 
+use std::cell::RefCell;
+
 use rayon::iter::{IndexedParallelIterator, IntoParallelIterator, ParallelIterator};
 use tracing::{debug, trace};
-
-use std::cell::RefCell;
 
 use crate::attention::SequenceChunk;
 use crate::cpu::with_f32_slice;
@@ -29,8 +29,8 @@ thread_local! {
 /// Each draw depends only on its own row and sequence, so rows are split
 /// over the cores: with a 51200-token vocabulary, sampling costs about as
 /// much per sequence as a small model's forward pass. The tasks run on
-/// rayon's global pool, the one candle's CPU kernels use, so they do not
-/// compete with its threads, which spin for a while after each kernel.
+/// rayon's global pool, which candle's CPU kernels also use, so sampling
+/// adds no threads of its own to compete with them for the cores.
 fn sample_rows(sequences: &[Sequence], jobs: Vec<(usize, &[f32])>) -> Vec<(usize, u32)> {
     jobs.into_par_iter()
         .with_min_len(MIN_ROWS_PER_TASK)
@@ -99,6 +99,7 @@ impl Engine {
         }
         let vocab = self.model.vocab_size();
         let sample_all = |logits: &[f32]| {
+            debug_assert_eq!(logits.len(), sampling.len() * vocab, "one row per sampler");
             let jobs = sampling.iter().copied().zip(logits.chunks(vocab)).collect();
             sample_rows(&self.sequences, jobs)
         };
